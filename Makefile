@@ -1,0 +1,26 @@
+# Two entry points: `make demo` (the main job) and `make test` (the test suite).
+# Each creates its own virtual environment with the CPU build of TensorFlow.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[cpu,test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/keras-harden demo --out saved_models/
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check keras_harden tests examples benchmarks
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check keras_harden tests examples benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

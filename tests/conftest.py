@@ -1,0 +1,48 @@
+"""Shared fixtures. The CPU is split into two logical devices before TensorFlow
+starts, so `tf.distribute.MirroredStrategy` tests have two replicas."""
+
+import os
+
+import pytest
+
+BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    _cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _cpus[0],
+        [
+            tf.config.LogicalDeviceConfiguration(),
+            tf.config.LogicalDeviceConfiguration(),
+        ],
+    )
+
+import keras  # noqa: E402
+
+from keras_harden.data import load_digits  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"needs TensorFlow itself; backend is {BACKEND}")
+    for item in items:
+        if "tf_only" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Each test starts with float32 policy and leaves none behind."""
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.clear_session()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The digits split: ((x_train, y_train), (x_test, y_test)), 8x8x1 in [0, 255]."""
+    return load_digits()
