@@ -1,5 +1,6 @@
 # Two entry points: `make demo` (the main job) and `make test` (the test suite).
-# Each creates its own virtual environment with the CPU build of TensorFlow.
+# Each creates its own virtual environment with the CPU build of TensorFlow
+# (and JAX's CPU wheels: the suite runs once per backend).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[cpu,test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[cpu,jax,test]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -18,6 +19,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check keras_harden tests examples benchmarks
 	$(PY) -m pytest
+	KERAS_BACKEND=jax $(PY) -m pytest -m "not tf_only"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check keras_harden tests examples benchmarks

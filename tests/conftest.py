@@ -7,7 +7,11 @@ import pytest
 
 BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 
-if BACKEND == "tensorflow":
+if BACKEND == "jax":
+    # Two host devices for `keras.distribution.DataParallel` tests; must be set
+    # before JAX starts.
+    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+elif BACKEND == "tensorflow":
     import tensorflow as tf
 
     _cpus = tf.config.list_physical_devices("CPU")
