@@ -29,12 +29,15 @@ from keras_harden.data import load_digits  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
-    if BACKEND == "tensorflow":
-        return
-    skip = pytest.mark.skip(reason=f"needs TensorFlow itself; backend is {BACKEND}")
+    skip_tf = pytest.mark.skip(reason=f"needs TensorFlow itself; backend is {BACKEND}")
+    skip_jax = pytest.mark.skip(
+        reason=f"exercises the JAX backend; backend is {BACKEND}"
+    )
     for item in items:
-        if "tf_only" in item.keywords:
-            item.add_marker(skip)
+        if "tf_only" in item.keywords and BACKEND != "tensorflow":
+            item.add_marker(skip_tf)
+        if "jax_only" in item.keywords and BACKEND != "jax":
+            item.add_marker(skip_jax)
 
 
 @pytest.fixture(autouse=True)
