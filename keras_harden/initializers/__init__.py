@@ -9,12 +9,15 @@ Model-level procedures: `lsuv` (data-driven rescaling), `seed_search`
 from keras_harden.initializers.delta_orthogonal import DeltaOrthogonal
 from keras_harden.initializers.depth_scaled import DepthScaled, zero_init_layers
 from keras_harden.initializers.from_statistics import FromStatistics
+from keras_harden.initializers.lsuv import LSUVLayerReport, lsuv
 from keras_harden.initializers.zero import ZerO
 
 __all__ = [
     "DeltaOrthogonal",
     "DepthScaled",
     "FromStatistics",
+    "LSUVLayerReport",
     "ZerO",
+    "lsuv",
     "zero_init_layers",
 ]

@@ -52,7 +52,8 @@ def float_dtype(dtype):
     dtype = keras.backend.standardize_dtype(dtype or keras.config.floatx())
     if "float" not in dtype:
         raise ValueError(
-            f"Initializers here produce floating-point tensors only. Received: dtype={dtype}"
+            "Initializers here produce floating-point tensors only. "
+            f"Received: dtype={dtype}"
         )
     return dtype
 

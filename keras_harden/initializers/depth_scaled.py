@@ -91,7 +91,8 @@ class DepthScaled(keras.initializers.Initializer):
             ) from error
         if base is None:
             raise ValueError(
-                f"`initializer` must name or be a Keras initializer. Received: initializer={initializer!r}"
+                "`initializer` must name or be a Keras initializer. "
+                f"Received: initializer={initializer!r}"
             )
         self.initializer = base
         self.num_blocks = num_blocks
