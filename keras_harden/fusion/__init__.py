@@ -1,1 +1,23 @@
-"""keras_harden.fusion."""
+"""keras_harden.fusion: merge trained Keras models into one sturdier model.
+
+- `check_compatible(models)`: same architecture, weight for weight.
+- `average_weights(models, weights=None, recalibrate=None)`: a weight-averaged
+  model (uniform soup), batch-norm statistics recomputed from data.
+- `recalibrate_batchnorm(model, data)`: recompute batch-norm moving statistics.
+- `greedy_soup(models, validation_data)`: Wortsman et al.'s greedy soup;
+  returns `(model, report)`.
+"""
+
+from keras_harden.fusion.averaging import average_weights
+from keras_harden.fusion.batchnorm import recalibrate_batchnorm
+from keras_harden.fusion.compat import check_compatible
+from keras_harden.fusion.soup import SoupReport, SoupResult, greedy_soup
+
+__all__ = [
+    "SoupReport",
+    "SoupResult",
+    "average_weights",
+    "check_compatible",
+    "greedy_soup",
+    "recalibrate_batchnorm",
+]

@@ -1,0 +1,180 @@
+"""Private helpers shared by the fusion units: walking a model's weights,
+finding batch-norm layers, cloning with weights, iterating over data."""
+
+import keras
+import numpy as np
+
+__all__ = []
+
+
+def check_models(models, name="models", minimum=1):
+    """Returns `models` as a list after checking they are built Keras models."""
+    if isinstance(models, keras.Model):
+        models = [models]
+    try:
+        models = list(models)
+    except TypeError:
+        raise ValueError(
+            f"`{name}` must be a list of Keras models. Received: {name}={models!r}"
+        ) from None
+    if len(models) < minimum:
+        raise ValueError(
+            f"`{name}` must hold at least {minimum} Keras model(s). "
+            f"Received: {name}={models!r}"
+        )
+    for model in models:
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                f"`{name}` must hold Keras models only; found {type(model).__name__}. "
+                f"Received: {name}={models!r}"
+            )
+        if not model.built:
+            raise ValueError(
+                f"Every model in `{name}` must be built (called on data or an "
+                f"Input); {model.name!r} is not. Received: {name}={models!r}"
+            )
+    return models
+
+
+def walk_layers(model, prefix=""):
+    """Yields `(path, layer)` for every layer, descending into nested models."""
+    for layer in model.layers:
+        path = f"{prefix}{layer.name}"
+        if isinstance(layer, keras.Model):
+            yield from walk_layers(layer, prefix=f"{path}/")
+        else:
+            yield path, layer
+
+
+def weight_slots(model):
+    """Lists `(path, layer_class_name, variable)` for each of `model`'s
+    variables, in a deterministic order that only depends on the
+    architecture, so the slots of two models of one architecture line up."""
+    slots = []
+    seen = set()
+    for path, layer in walk_layers(model):
+        for variable in layer.weights:
+            if id(variable) in seen:
+                continue
+            seen.add(id(variable))
+            slots.append((f"{path}/{variable.name}", type(layer).__name__, variable))
+    for variable in model.weights:  # anything the walk could not reach
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            slots.append((variable.path, "?", variable))
+    return slots
+
+
+def batchnorm_layers(model):
+    """Every `BatchNormalization` layer in `model`, nested models included."""
+    return [
+        layer
+        for _, layer in walk_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+def batchnorm_statistics_ids(model):
+    """The ids of the moving-mean and moving-variance variables of `model`."""
+    ids = set()
+    for layer in batchnorm_layers(model):
+        ids.add(id(layer.moving_mean))
+        ids.add(id(layer.moving_variance))
+    return ids
+
+
+def to_numpy(value):
+    """A NumPy copy of a Keras variable or tensor."""
+    return np.array(keras.ops.convert_to_numpy(value))
+
+
+def is_float(variable):
+    return "float" in str(keras.backend.standardize_dtype(variable.dtype))
+
+
+def clone_with_weights(model, name=None):
+    """A new model of `model`'s architecture holding a copy of its weights,
+    compiled like `model` when it was compiled. `name` renames it."""
+    clone = keras.models.clone_model(model)
+    if not clone.built:  # a subclassed model: build it like the original
+        clone.build(model.inputs[0].shape if model.inputs else None)
+    for (_, _, target), (_, _, source) in zip(
+        weight_slots(clone), weight_slots(model), strict=True
+    ):
+        target.assign(to_numpy(source))
+    if name is not None:
+        clone = rename(clone, name)
+    if getattr(model, "compiled", False):
+        try:
+            clone.compile_from_config(model.get_compile_config())
+        except Exception:  # a custom loss or metric that cannot be rebuilt
+            pass
+    return clone
+
+
+def rename(model, name):
+    """The same layers and weights as a functional model called `name`."""
+    return keras.Model(model.inputs, model.outputs, name=name)
+
+
+def first_leaf(x):
+    return keras.tree.flatten(x)[0]
+
+
+def split_batch(batch):
+    """`(x, y)` from a batch that is `x`, `(x,)`, `(x, y)` or `(x, y, w)`."""
+    if isinstance(batch, tuple):
+        if len(batch) == 1:
+            return batch[0], None
+        return batch[0], batch[1]
+    return batch, None
+
+
+def iterate_batches(data, batch_size=32, steps=None, name="data"):
+    """Yields `(x, y)` batches (y may be None) from arrays, an `(x, y)` tuple,
+    a `tf.data.Dataset` or any iterable of batches, at most `steps` of them."""
+    if data is None:
+        raise ValueError(f"`{name}` must not be None. Received: {name}=None")
+    if isinstance(data, (np.ndarray, list, dict)) or hasattr(data, "shape"):
+        # arrays; a list or dict is the inputs of a multi-input model
+        batches = _array_batches(data, None, batch_size)
+    elif isinstance(data, tuple):
+        x, y = split_batch(data)
+        batches = _array_batches(x, y, batch_size)
+    else:
+        try:
+            batches = (split_batch(batch) for batch in data)
+        except TypeError:
+            raise ValueError(
+                f"`{name}` must be arrays, an (x, y) tuple, a tf.data.Dataset or "
+                f"an iterable of batches. Received: {name}={data!r}"
+            ) from None
+    for step, batch in enumerate(batches):
+        if steps is not None and step >= steps:
+            return
+        yield batch
+
+
+def _array_batches(x, y, batch_size):
+    n = int(first_leaf(x).shape[0])
+    for start in range(0, n, batch_size):
+        part = slice(start, start + batch_size)
+        xb = keras.tree.map_structure(lambda a, part=part: a[part], x)
+        yield xb, (None if y is None else y[part])
+
+
+def predict_with_labels(model, data, batch_size=128):
+    """Predictions of `model` on `data` (inference mode) and the labels."""
+    if isinstance(data, tuple) and len(data) >= 2:
+        x, y = data[0], data[1]
+        return model.predict(x, batch_size=batch_size, verbose=0), np.asarray(y)
+    predictions, labels = [], []
+    for x, y in iterate_batches(data, batch_size, name="validation_data"):
+        if y is None:
+            raise ValueError(
+                "`validation_data` must yield (x, y) batches with labels. "
+                f"Received: validation_data={data!r}"
+            )
+        predictions.append(keras.ops.convert_to_numpy(model(x, training=False)))
+        labels.append(keras.ops.convert_to_numpy(y))
+    return np.concatenate(predictions), np.concatenate(labels)
