@@ -10,6 +10,7 @@ from keras_harden.initializers.delta_orthogonal import DeltaOrthogonal
 from keras_harden.initializers.depth_scaled import DepthScaled, zero_init_layers
 from keras_harden.initializers.from_statistics import FromStatistics
 from keras_harden.initializers.lsuv import LSUVLayerReport, lsuv
+from keras_harden.initializers.seed_search import SeedSearchResult, seed_search
 from keras_harden.initializers.zero import ZerO
 
 __all__ = [
@@ -17,7 +18,9 @@ __all__ = [
     "DepthScaled",
     "FromStatistics",
     "LSUVLayerReport",
+    "SeedSearchResult",
     "ZerO",
     "lsuv",
+    "seed_search",
     "zero_init_layers",
 ]
