@@ -103,9 +103,10 @@ def seed_search(
     loss are measured on the first batch. A trial is *eligible* when every
     loss and both gradient norms are finite and the norm did not grow (end <=
     `max_growth` x start) nor vanish (end > 1e-8 x start: a network whose
-    ReLUs all died has a zero gradient and a deceptively low, constant loss). The eligible trial with the lowest final loss wins;
-    if none is eligible, the finite trial with the lowest loss does (its row
-    says `eligible=False`); if no trial stayed finite, `RuntimeError`.
+    ReLUs all died has a zero gradient and a deceptively low, constant
+    loss). The eligible trial with the lowest final loss wins; if none is
+    eligible, the finite trial with the lowest loss does (its row says
+    `eligible=False`); if no trial stayed finite, `RuntimeError`.
 
     The gradient norm is taken with `tf.GradientTape` (TensorFlow backend
     only); the training steps use whatever the model was compiled with.
