@@ -1,0 +1,335 @@
+"""Per-image image transforms shared by the augmentation policies.
+
+Every transform here works on a batch of float images scaled to the unit range
+`[0, 1]`, shaped `(N, H, W, C)` (channels last), and takes one signed strength
+per image, `v` of shape `(N,)` in `[-1, 1]`. Unsigned transforms use `|v|`;
+transforms that ignore the strength (auto-contrast, equalize, identity) take
+it anyway so that every entry of `TRANSFORMS` has the same signature. All maths
+goes through `keras.ops`, so the transforms run on every Keras backend.
+
+`apply_per_image` applies a different transform to each image of a batch and
+computes each transform only for the images that chose it: on the TensorFlow
+backend the batch is sorted by choice and each transform runs on its own
+contiguous slice (dynamic shapes, fine in `tf.data` and TensorFlow graphs); on
+other backends (JAX under `jit`, where shapes are static) it maps over the
+images with `keras.ops.switch`, which evaluates one branch per image.
+
+The magnitudes follow the RandAugment/TrivialAugment conventions (Cubuk et al.,
+2020; Müller and Hutter, 2021): strength 1 means a shear of 0.3, a translation
+of 45% of the image side, a rotation of 30 degrees, an enhancement factor of
+`1 +/- 0.9`, posterization to 4 bits and a solarization threshold of 0.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+MAX_SHEAR = 0.3
+MAX_TRANSLATE = 0.45
+MAX_ROTATE_DEGREES = 30.0
+MAX_ENHANCE = 0.9
+_FILL = 0.5  # mid-grey in the unit range, as in the RandAugment reference code.
+
+
+# ---------------------------------------------------------------------------
+# Range and dtype helpers.
+
+
+def to_unit(images, value_range):
+    """Casts `images` to float32 and maps `value_range` onto `[0, 1]`."""
+    low, high = float(value_range[0]), float(value_range[1])
+    images = ops.cast(images, "float32")
+    if (low, high) == (0.0, 1.0):
+        return images
+    return (images - low) / (high - low)
+
+
+def from_unit(images, value_range, dtype):
+    """Inverse of `to_unit`: back to `value_range` and `dtype` (rounded and
+    clipped for integer dtypes)."""
+    low, high = float(value_range[0]), float(value_range[1])
+    if (low, high) != (0.0, 1.0):
+        images = images * (high - low) + low
+    if "int" in str(dtype):
+        images = ops.clip(ops.round(images), low, high)
+    return ops.cast(images, dtype)
+
+
+def _blend(degenerate, images, factor):
+    """`degenerate + factor * (images - degenerate)`, clipped to `[0, 1]`."""
+    factor = ops.reshape(factor, (-1, 1, 1, 1))
+    return ops.clip(degenerate + factor * (images - degenerate), 0.0, 1.0)
+
+
+def _grayscale(images):
+    channels = images.shape[-1]
+    if channels == 3:
+        weights = ops.convert_to_tensor([0.299, 0.587, 0.114], "float32")
+        return ops.sum(images * weights, axis=-1, keepdims=True)
+    return ops.mean(images, axis=-1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------
+# Geometric transforms: one projective matrix per image.
+
+
+def _warp(images, a0, a1, a2, b0, b1, b2):
+    """Samples output pixel (x, y) from input (a0 x + a1 y + a2, b0 x + b1 y + b2)."""
+    zeros = ops.zeros_like(a0)
+    transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return ops.image.affine_transform(
+        images,
+        transform,
+        interpolation="bilinear",
+        fill_mode="constant",
+        fill_value=_FILL,
+    )
+
+
+def _size(images):
+    shape = ops.shape(images)
+    return ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+
+
+def shear_x(images, v):
+    """Shears along x by `0.3 * v` about the image centre."""
+    s = MAX_SHEAR * v
+    height, _ = _size(images)
+    one, zero = ops.ones_like(s), ops.zeros_like(s)
+    # x_in = x + s * (y - cy)
+    return _warp(images, one, s, -s * (height - 1.0) / 2.0, zero, one, zero)
+
+
+def shear_y(images, v):
+    """Shears along y by `0.3 * v` about the image centre."""
+    s = MAX_SHEAR * v
+    _, width = _size(images)
+    one, zero = ops.ones_like(s), ops.zeros_like(s)
+    return _warp(images, one, zero, zero, s, one, -s * (width - 1.0) / 2.0)
+
+
+def translate_x(images, v):
+    """Shifts right by `0.45 * v` of the width (left for negative `v`)."""
+    _, width = _size(images)
+    one, zero = ops.ones_like(v), ops.zeros_like(v)
+    return _warp(images, one, zero, -MAX_TRANSLATE * v * width, zero, one, zero)
+
+
+def translate_y(images, v):
+    """Shifts down by `0.45 * v` of the height (up for negative `v`)."""
+    height, _ = _size(images)
+    one, zero = ops.ones_like(v), ops.zeros_like(v)
+    return _warp(images, one, zero, zero, zero, one, -MAX_TRANSLATE * v * height)
+
+
+def rotate(images, v):
+    """Rotates by `30 * v` degrees about the image centre."""
+    angle = v * (MAX_ROTATE_DEGREES * math.pi / 180.0)
+    height, width = _size(images)
+    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    cos, sin = ops.cos(angle), ops.sin(angle)
+    # input = R(-angle) (output - c) + c
+    a2 = cx - cos * cx - sin * cy
+    b2 = cy + sin * cx - cos * cy
+    return _warp(images, cos, sin, a2, -sin, cos, b2)
+
+
+# ---------------------------------------------------------------------------
+# Colour transforms.
+
+
+def identity(images, v):
+    """Returns `images` unchanged."""
+    del v
+    return images
+
+
+def brightness(images, v):
+    """Blends with black: factor `1 + 0.9 v`."""
+    return _blend(ops.zeros_like(images), images, 1.0 + MAX_ENHANCE * v)
+
+
+def color(images, v):
+    """Blends with the greyscale image: factor `1 + 0.9 v` (saturation)."""
+    return _blend(_grayscale(images), images, 1.0 + MAX_ENHANCE * v)
+
+
+def contrast(images, v):
+    """Blends with the mean grey level of each image: factor `1 + 0.9 v`."""
+    mean = ops.mean(_grayscale(images), axis=(1, 2, 3), keepdims=True)
+    return _blend(mean, images, 1.0 + MAX_ENHANCE * v)
+
+
+def sharpness(images, v):
+    """Blends with a smoothed copy (PIL's SMOOTH kernel, borders untouched):
+    factor `1 + 0.9 v`."""
+    channels = images.shape[-1]
+    kernel = ops.convert_to_tensor(
+        [[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], "float32"
+    )
+    kernel = ops.tile(ops.reshape(kernel / 13.0, (3, 3, 1, 1)), (1, 1, channels, 1))
+    smooth = ops.depthwise_conv(images, kernel, padding="same")
+    shape = ops.shape(images)
+    rows = ops.arange(shape[1])
+    cols = ops.arange(shape[2])
+    inner_rows = ops.logical_and(rows > 0, rows < shape[1] - 1)
+    inner_cols = ops.logical_and(cols > 0, cols < shape[2] - 1)
+    inner = ops.logical_and(inner_rows[:, None], inner_cols[None, :])[None, :, :, None]
+    degenerate = ops.where(inner, smooth, images)
+    return _blend(degenerate, images, 1.0 + MAX_ENHANCE * v)
+
+
+def posterize(images, v):
+    """Keeps `8 - round(4 |v|)` bits of each 8-bit value."""
+    dropped = ops.round(4.0 * ops.abs(v))
+    step = ops.reshape(ops.power(2.0, dropped), (-1, 1, 1, 1))
+    levels = ops.round(images * 255.0)
+    return ops.floor(levels / step) * step / 255.0
+
+
+def solarize(images, v):
+    """Inverts the values at or above the threshold `1 - |v|` (none at 0)."""
+    threshold = ops.reshape((1.0 - ops.abs(v)) * (256.0 / 255.0), (-1, 1, 1, 1))
+    return ops.where(images >= threshold, 1.0 - images, images)
+
+
+def auto_contrast(images, v):
+    """Stretches each channel of each image to the full range."""
+    del v
+    # `initial` keeps empty batches legal (the grouped dispatch may pass one).
+    low = ops.min(images, axis=(1, 2), keepdims=True, initial=1.0)
+    high = ops.max(images, axis=(1, 2), keepdims=True, initial=0.0)
+    span = high - low
+    stretched = (images - low) / ops.where(span > 0, span, 1.0)
+    return ops.where(span > 0, stretched, images)
+
+
+def equalize(images, v):
+    """Histogram-equalizes each channel of each image (PIL's algorithm on the
+    256 levels): one `bincount` over the whole batch, one lookup."""
+    del v
+    shape = ops.shape(images)
+    n, channels = shape[0], images.shape[-1]
+    levels = ops.cast(ops.clip(ops.round(images * 255.0), 0, 255), "int32")
+    # One histogram per (image, channel): bin index (i * C + c) * 256 + level.
+    offsets = ops.reshape(ops.arange(n * channels, dtype="int32") * 256, (-1, channels))
+    index = levels + offsets[:, None, None, :]
+    flat = ops.reshape(index, (-1,))
+    hist = ops.bincount(flat, minlength=n * channels * 256)
+    hist = ops.reshape(ops.cast(hist, "int32"), (-1, 256))
+    # PIL: step = (pixels - count of the highest level present) // 255.
+    present = ops.cast(hist > 0, "int32")
+    last = 255 - ops.argmax(ops.flip(present, axis=1), axis=1)
+    last_count = ops.take_along_axis(hist, ops.expand_dims(last, 1), axis=1)
+    total = ops.sum(hist, axis=1, keepdims=True)
+    step = (total - last_count) // 255
+    before = ops.cumsum(hist, axis=1) - hist
+    lut = ops.minimum((before + step // 2) // ops.maximum(step, 1), 255)
+    lut = ops.where(step > 0, lut, ops.arange(256, dtype="int32")[None, :])
+    out = ops.take(ops.reshape(lut, (-1,)), flat)
+    return ops.reshape(ops.cast(out, "float32") / 255.0, ops.shape(images))
+
+
+TRANSFORMS = {
+    "identity": identity,
+    "auto_contrast": auto_contrast,
+    "equalize": equalize,
+    "rotate": rotate,
+    "solarize": solarize,
+    "color": color,
+    "posterize": posterize,
+    "contrast": contrast,
+    "brightness": brightness,
+    "sharpness": sharpness,
+    "shear_x": shear_x,
+    "shear_y": shear_y,
+    "translate_x": translate_x,
+    "translate_y": translate_y,
+}
+"""Name -> transform; the RandAugment/TrivialAugment operation set."""
+
+SIGNED = frozenset(
+    {
+        "rotate",
+        "color",
+        "contrast",
+        "brightness",
+        "sharpness",
+        "shear_x",
+        "shear_y",
+        "translate_x",
+        "translate_y",
+    }
+)
+"""Transforms whose direction is drawn at random (a sign per image)."""
+
+
+# ---------------------------------------------------------------------------
+# Dispatch: a different function per image, each run only where chosen.
+
+
+def dynamic_shapes():
+    """Whether `apply_per_image` may use data-dependent shapes (TensorFlow)."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def apply_per_image(fns, choice, images, *args):
+    """Applies `fns[choice[i]]` to image `i`, running each function only on the
+    images that chose it.
+
+    Args:
+        fns: list of functions `f(images, *args) -> images` on batches; each
+            must return the shape and dtype it receives.
+        choice: int tensor `(N,)` with values in `[0, len(fns))`.
+        images: tensor `(N, ...)`.
+        *args: per-image tensors `(N, ...)` passed along, sliced alike.
+
+    Returns:
+        A tensor like `images`.
+    """
+    if len(fns) == 1:
+        return fns[0](images, *args)
+    if dynamic_shapes():
+        return _grouped(fns, choice, images, args)
+    return _mapped(fns, choice, images, args)
+
+
+def _grouped(fns, choice, images, args):
+    # Sort the batch by choice; function k runs on the contiguous slice of the
+    # images that chose k (possibly empty); the inverse permutation restores
+    # the order.
+    choice = ops.cast(choice, "int32")
+    order = ops.argsort(choice)
+    inverse = ops.argsort(order)
+    tensors = [ops.take(t, order, axis=0) for t in (images, *args)]
+    counts = ops.bincount(choice, minlength=len(fns))
+    starts = ops.cumsum(counts) - counts
+    outputs = []
+    for k, fn in enumerate(fns):
+        pieces = []
+        for t in tensors:
+            begin = [starts[k]] + [0] * (len(t.shape) - 1)
+            size = [counts[k]] + list(ops.shape(t)[1:])
+            pieces.append(ops.slice(t, begin, size))
+        outputs.append(fn(*pieces))
+    out = ops.take(ops.concatenate(outputs, axis=0), inverse, axis=0)
+    return ops.reshape(out, ops.shape(images))
+
+
+def _one_image(fn):
+    """Wraps a batch function to take and return a single image."""
+
+    def apply(image, *args):
+        return fn(image[None], *[a[None] for a in args])[0]
+
+    return apply
+
+
+def _mapped(fns, choice, images, args):
+    branches = [_one_image(fn) for fn in fns]
+
+    def one_image(element):
+        return ops.switch(element[0], branches, *element[1:])
+
+    return ops.map(one_image, (ops.cast(choice, "int32"), images, *args))

@@ -1,0 +1,143 @@
+"""RandAugment with the operation and its magnitude drawn per image."""
+
+import keras
+from keras import ops
+
+from keras_harden.augment import ops as aug_ops
+from keras_harden.augment._layer import AugmentLayer
+
+
+def check_operations(operations):
+    if operations is None:
+        return None
+    unknown = [name for name in operations if name not in aug_ops.TRANSFORMS]
+    if not operations or unknown or isinstance(operations, str):
+        raise ValueError(
+            "`operations` must be a non-empty list of names from "
+            f"{sorted(aug_ops.TRANSFORMS)}. Received: operations={operations!r}"
+        )
+    return list(operations)
+
+
+def draw_strengths(names, choice, magnitude, seed_generator):
+    """Signed strengths `(N,)`: `magnitude` with a random sign for the chosen
+    operations that have a direction."""
+    signed = ops.convert_to_tensor([name in aug_ops.SIGNED for name in names])
+    coin = keras.random.uniform(ops.shape(choice), seed=seed_generator)
+    sign = ops.where(ops.logical_and(ops.take(signed, choice), coin < 0.5), -1.0, 1.0)
+    return magnitude * sign
+
+
+@keras.saving.register_keras_serializable(package="keras_harden")
+class RandAugment(AugmentLayer):
+    """RandAugment: `num_ops` random operations per image, chosen per image.
+
+    Each image of the batch draws its own sequence of `num_ops` operations
+    from the 14 RandAugment operations (identity, auto-contrast, equalize,
+    rotate, solarize, colour, posterize, contrast, brightness, sharpness,
+    shear and translate in x and y) and its own magnitude, normal around
+    `magnitude` with standard deviation `magnitude_stddev`, clipped to
+    `[0, 1]`. The batch is sorted by operation so that each operation is
+    computed only for the images that chose it: `num_ops` transforms per
+    image instead of every operation for every slot (as
+    `keras.layers.RandAugment` does, with one choice per batch).
+
+    Active when called with `training=True` (the default, so it works as a
+    `tf.data` map on batches) and in `fit`; inside a model it returns its
+    input unchanged in `predict`, `evaluate` and `keras_harden.export`.
+    Output has the input's dtype and shape and stays within `value_range`.
+
+    Args:
+        num_ops: operations applied in sequence to each image.
+        magnitude: strength in `[0, 1]`; 1 is the strongest setting of each
+            operation (for instance 30 degrees of rotation, see
+            `keras_harden.augment.ops`). RandAugment's `M` on its 0-10 scale
+            is `M / 10`.
+        magnitude_stddev: standard deviation of the per-image magnitude.
+        value_range: `(low, high)` of the input values.
+        operations: optional list of operation names to draw from (default:
+            all of `keras_harden.augment.ops.TRANSFORMS`).
+        seed: int for reproducible draws, or None.
+        **kwargs: base layer arguments (`name`, ...).
+
+    Returns:
+        Augmented images, same shape, dtype and value range as the input.
+
+    Example:
+
+    >>> import numpy as np, keras_harden as kh
+    >>> layer = kh.augment.RandAugment(num_ops=2, magnitude=0.5, seed=0)
+    >>> layer(np.zeros((4, 32, 32, 3), "uint8")).shape
+    TensorShape([4, 32, 32, 3])
+
+    References:
+        Cubuk et al., "RandAugment: Practical automated data augmentation with
+        a reduced search space", NeurIPS 2020
+        (https://arxiv.org/abs/1909.13719); reference implementation in
+        tensorflow/tpu `models/official/efficientnet/autoaugment.py`.
+    """
+
+    def __init__(
+        self,
+        num_ops=2,
+        magnitude=0.5,
+        magnitude_stddev=0.0,
+        value_range=(0, 255),
+        operations=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(value_range=value_range, seed=seed, **kwargs)
+        if not isinstance(num_ops, int) or isinstance(num_ops, bool) or num_ops < 1:
+            raise ValueError(
+                f"`num_ops` must be an int >= 1. Received: num_ops={num_ops!r}"
+            )
+        if not isinstance(magnitude, (int, float)) or not 0.0 <= magnitude <= 1.0:
+            raise ValueError(
+                "`magnitude` must be a number in [0, 1]. "
+                f"Received: magnitude={magnitude!r}"
+            )
+        if not isinstance(magnitude_stddev, (int, float)) or magnitude_stddev < 0:
+            raise ValueError(
+                "`magnitude_stddev` must be a number >= 0. "
+                f"Received: magnitude_stddev={magnitude_stddev!r}"
+            )
+        self.num_ops = num_ops
+        self.magnitude = magnitude
+        self.magnitude_stddev = magnitude_stddev
+        self.operations = check_operations(operations)
+        self._names = self.operations or list(aug_ops.TRANSFORMS)
+        self._fns = [aug_ops.TRANSFORMS[name] for name in self._names]
+
+    def augment(self, images):
+        batch = (ops.shape(images)[0],)
+        for _ in range(self.num_ops):
+            choice = keras.random.randint(
+                batch, 0, len(self._fns), dtype="int32", seed=self.seed_generator
+            )
+            magnitude = float(self.magnitude)
+            if self.magnitude_stddev > 0:
+                magnitude = keras.random.normal(
+                    batch,
+                    self.magnitude,
+                    self.magnitude_stddev,
+                    seed=self.seed_generator,
+                )
+                magnitude = ops.clip(magnitude, 0.0, 1.0)
+            strength = draw_strengths(
+                self._names, choice, magnitude, self.seed_generator
+            )
+            images = aug_ops.apply_per_image(self._fns, choice, images, strength)
+        return images
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_ops": self.num_ops,
+                "magnitude": self.magnitude,
+                "magnitude_stddev": self.magnitude_stddev,
+                "operations": self.operations,
+            }
+        )
+        return config
