@@ -1,0 +1,73 @@
+"""`AdaptiveGradientClipping`: AGC (NFNets) as a drop-in optimizer."""
+
+import keras
+
+from keras_harden.optimizers.hardened import HardenedOptimizer
+from keras_harden.optimizers.unitwise_clip import UnitwiseClip
+
+
+@keras.saving.register_keras_serializable(package="keras_harden")
+class AdaptiveGradientClipping(HardenedOptimizer):
+    """Unit-wise adaptive gradient clipping (AGC) around any optimizer.
+
+    Each output unit's gradient norm is capped at
+    `clip_factor * max(||W_unit||, eps)` (see `UnitwiseClip`), so the cap
+    follows the scale of the weights and needs no per-model threshold.
+    Good default for deep conv nets and large learning rates or batches.
+
+    Args:
+        inner_optimizer: the `keras.optimizers.Optimizer` to wrap.
+        clip_factor: float > 0 (0.01 as in NFNets; try 0.02-0.16 for small
+            batches).
+        eps: float > 0, weight-norm floor.
+        exclude: regular expressions; variables whose path matches one are
+            not clipped (e.g. the classifier's layer name).
+        transposed: regular expressions naming `Conv*Transpose` kernels.
+        skip_nonfinite: see `HardenedOptimizer`.
+        max_consecutive_nonfinite: see `HardenedOptimizer`.
+        name: optional name.
+
+    Returns:
+        A `keras.optimizers.Optimizer`.
+
+    Example:
+
+    >>> import keras, keras_harden as kh
+    >>> opt = kh.optimizers.AdaptiveGradientClipping(
+    ...     keras.optimizers.SGD(0.1, momentum=0.9), clip_factor=0.02)
+
+    References:
+        Brock, De, Smith and Simonyan, "High-Performance Large-Scale Image
+        Recognition Without Normalization", ICML 2021
+        (https://arxiv.org/abs/2102.06171).
+    """
+
+    def __init__(
+        self,
+        inner_optimizer,
+        clip_factor=0.01,
+        eps=1e-3,
+        exclude=(),
+        transposed=("transpose",),
+        skip_nonfinite=True,
+        max_consecutive_nonfinite=None,
+        name=None,
+        **kwargs,
+    ):
+        rule = UnitwiseClip(clip_factor, eps, exclude=exclude, transposed=transposed)
+        super().__init__(
+            inner_optimizer,
+            clip=rule,
+            skip_nonfinite=skip_nonfinite,
+            max_consecutive_nonfinite=max_consecutive_nonfinite,
+            name=name,
+            **kwargs,
+        )
+
+    def _wrapper_config(self):
+        config = self.rules[0].get_config()
+        config.update(
+            skip_nonfinite=self.skip_nonfinite,
+            max_consecutive_nonfinite=self.max_consecutive_nonfinite,
+        )
+        return config

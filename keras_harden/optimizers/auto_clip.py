@@ -1,0 +1,64 @@
+"""`AutoClip`: percentile-of-history clipping as a drop-in optimizer."""
+
+import keras
+
+from keras_harden.optimizers.hardened import HardenedOptimizer
+from keras_harden.optimizers.percentile_clip import PercentileClip
+
+
+@keras.saving.register_keras_serializable(package="keras_harden")
+class AutoClip(HardenedOptimizer):
+    """Clips each step's global norm to the `percentile`-th percentile of the
+    last `history` norms (see `PercentileClip`), entirely in the graph.
+
+    No threshold to tune: the limit follows the model's own gradient scale.
+    Good when you do not know what norm is "normal" for a model.
+
+    Args:
+        inner_optimizer: the `keras.optimizers.Optimizer` to wrap.
+        percentile: float in (0, 100].
+        history: int >= 1, size of the ring buffer of past norms.
+        skip_nonfinite: see `HardenedOptimizer`.
+        max_consecutive_nonfinite: see `HardenedOptimizer`.
+        name: optional name.
+
+    Returns:
+        A `keras.optimizers.Optimizer`.
+
+    Example:
+
+    >>> import keras, keras_harden as kh
+    >>> opt = kh.optimizers.AutoClip(keras.optimizers.Adam(1e-3), percentile=10.0)
+
+    References:
+        Seetharaman, Wichern, Pardo and Le Roux, "AutoClip: Adaptive Gradient
+        Clipping for Source Separation Networks", MLSP 2020
+        (https://arxiv.org/abs/2007.14469).
+    """
+
+    def __init__(
+        self,
+        inner_optimizer,
+        percentile=10.0,
+        history=1000,
+        skip_nonfinite=True,
+        max_consecutive_nonfinite=None,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(
+            inner_optimizer,
+            clip=PercentileClip(percentile, history),
+            skip_nonfinite=skip_nonfinite,
+            max_consecutive_nonfinite=max_consecutive_nonfinite,
+            name=name,
+            **kwargs,
+        )
+
+    def _wrapper_config(self):
+        config = self.rules[0].get_config()
+        config.update(
+            skip_nonfinite=self.skip_nonfinite,
+            max_consecutive_nonfinite=self.max_consecutive_nonfinite,
+        )
+        return config

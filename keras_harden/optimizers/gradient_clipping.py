@@ -1,0 +1,105 @@
+"""`GradientClipping`: Keras's clipnorm/clipvalue/global_clipnorm, done right."""
+
+import keras
+
+from keras_harden.optimizers.clip_by_global_norm import ClipByGlobalNorm
+from keras_harden.optimizers.clip_by_norm import ClipByNorm
+from keras_harden.optimizers.clip_by_value import ClipByValue
+from keras_harden.optimizers.hardened import HardenedOptimizer
+
+
+@keras.saving.register_keras_serializable(package="keras_harden")
+class GradientClipping(HardenedOptimizer):
+    """Fixed-threshold clipping with the same arguments as Keras's optimizers,
+    plus non-finite step skipping.
+
+    Differences from `keras.optimizers.SGD(..., global_clipnorm=...)`: the
+    clip applies to the gradient summed across replicas under
+    `tf.distribute` (Keras caps each replica's share, so with 2 replicas a
+    step can reach twice the limit), to the unscaled gradient under mixed
+    precision, and once per real update with gradient accumulation. Several
+    arguments may be combined; they apply in the order value, per-tensor
+    norm, global norm.
+
+    Args:
+        inner_optimizer: the `keras.optimizers.Optimizer` to wrap.
+        clipnorm: optional float > 0, per-tensor norm cap (`ClipByNorm`).
+        clipvalue: optional float > 0, per-entry cap (`ClipByValue`).
+        global_clipnorm: optional float > 0, global norm cap
+            (`ClipByGlobalNorm`).
+        skip_nonfinite: see `HardenedOptimizer`.
+        max_consecutive_nonfinite: see `HardenedOptimizer`.
+        name: optional name.
+
+    Returns:
+        A `keras.optimizers.Optimizer`.
+
+    Example:
+
+    >>> import keras, keras_harden as kh
+    >>> opt = kh.optimizers.GradientClipping(
+    ...     keras.optimizers.SGD(0.1, momentum=0.9), global_clipnorm=1.0)
+
+    References:
+        Pascanu, Mikolov and Bengio, "On the difficulty of training recurrent
+        neural networks", ICML 2013.
+    """
+
+    def __init__(
+        self,
+        inner_optimizer,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        skip_nonfinite=True,
+        max_consecutive_nonfinite=None,
+        name=None,
+        **kwargs,
+    ):
+        rules = []
+        if clipvalue is not None:
+            rules.append(
+                ClipByValue(clipvalue)
+                if _ok(clipvalue)
+                else _bad("clipvalue", clipvalue)
+            )
+        if clipnorm is not None:
+            rules.append(
+                ClipByNorm(clipnorm) if _ok(clipnorm) else _bad("clipnorm", clipnorm)
+            )
+        if global_clipnorm is not None:
+            rules.append(
+                ClipByGlobalNorm(global_clipnorm)
+                if _ok(global_clipnorm)
+                else _bad("global_clipnorm", global_clipnorm)
+            )
+        super().__init__(
+            inner_optimizer,
+            clip=rules,
+            skip_nonfinite=skip_nonfinite,
+            max_consecutive_nonfinite=max_consecutive_nonfinite,
+            name=name,
+            **kwargs,
+        )
+        self.clipnorm_limit = clipnorm
+        self.clipvalue_limit = clipvalue
+        self.global_clipnorm_limit = global_clipnorm
+
+    def _wrapper_config(self):
+        return {
+            "clipnorm": self.clipnorm_limit,
+            "clipvalue": self.clipvalue_limit,
+            "global_clipnorm": self.global_clipnorm_limit,
+            "skip_nonfinite": self.skip_nonfinite,
+            "max_consecutive_nonfinite": self.max_consecutive_nonfinite,
+        }
+
+
+def _ok(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+
+
+def _bad(name, value):
+    raise ValueError(
+        f"`{name}` must be None or a number > 0. Received: {name}={value!r}"
+    )

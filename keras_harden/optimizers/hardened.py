@@ -1,0 +1,531 @@
+"""`HardenedOptimizer`: clip rules and non-finite step skipping around any
+Keras optimizer.
+
+One step, top to bottom (`apply`):
+
+1. Under `tf.distribute`, the per-replica gradients are summed first
+   (`_tf_support.distributed_apply`), so every rule sees the step's gradient.
+2. One fused pass gives the global norm and whether every entry is finite.
+3. The rules rescale the gradients in order and return their new state.
+4. The inner optimizer applies the clipped gradients, or, when the step is
+   not finite, nothing happens at all: weights, inner state, rule state and
+   the iteration count stay exactly as they were and a counter goes up.
+5. The statistics (`gradient_norm`, `clipped_gradient_norm`,
+   `skipped_steps`) land in optimizer variables that callbacks read
+   without another pass.
+"""
+
+import collections
+
+import keras
+from keras import ops
+
+from keras_harden.optimizers import gradient_ops
+from keras_harden.optimizers.clip_rule import ClipRule
+
+_Step = collections.namedtuple(
+    "_Step", ["grads", "ok", "updates", "consecutive_nonfinite"]
+)
+
+# Base-optimizer arguments a wrapper cannot honour: they belong on the inner
+# optimizer (same policy as Keras's `LossScaleOptimizer`).
+_BASE_DEFAULTS = {
+    "learning_rate": None,
+    "weight_decay": None,
+    "clipnorm": None,
+    "global_clipnorm": None,
+    "clipvalue": None,
+    "use_ema": False,
+    "ema_momentum": 0.99,
+    "ema_overwrite_frequency": None,
+    "loss_scale_factor": None,
+    "gradient_accumulation_steps": None,
+}
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """Raised when more than `max_consecutive_nonfinite` steps in a row had
+    NaN or Inf gradients."""
+
+
+def _is_tensorflow():
+    return keras.backend.backend() == "tensorflow"
+
+
+def _tf():
+    from keras_harden.optimizers import _tf_support
+
+    return _tf_support
+
+
+def _check_inner(inner_optimizer):
+    if isinstance(inner_optimizer, (str, dict)):
+        inner_optimizer = keras.optimizers.get(inner_optimizer)
+    if isinstance(inner_optimizer, keras.optimizers.LossScaleOptimizer):
+        raise ValueError(
+            "`inner_optimizer` must not be a LossScaleOptimizer: the loss would "
+            "be scaled twice under mixed precision, because compile() wraps any "
+            "optimizer that is not a LossScaleOptimizer in one. Wrap the plain "
+            "optimizer and let compile() add loss scaling, or wrap the other way "
+            "round: keras.optimizers.LossScaleOptimizer(HardenedOptimizer(opt)). "
+            f"Received: inner_optimizer={inner_optimizer!r}"
+        )
+    if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
+        raise ValueError(
+            "`inner_optimizer` must be a keras.optimizers.Optimizer instance. "
+            f"Received: inner_optimizer={inner_optimizer!r}"
+        )
+    if inner_optimizer.loss_scale_factor is not None:
+        raise ValueError(
+            "`inner_optimizer` must not set `loss_scale_factor`: the rules must "
+            "see unscaled gradients. Use mixed precision's LossScaleOptimizer "
+            "(added by compile()) instead. Received: inner_optimizer with "
+            f"loss_scale_factor={inner_optimizer.loss_scale_factor!r}"
+        )
+    return inner_optimizer
+
+
+def _check_rules(clip):
+    if clip is None:
+        return ()
+    rules = list(clip) if isinstance(clip, (list, tuple)) else [clip]
+    for rule in rules:
+        if not isinstance(rule, ClipRule):
+            raise ValueError(
+                "`clip` must be a ClipRule or a list of them (ClipByValue, "
+                "ClipByNorm, ClipByGlobalNorm, UnitwiseClip, PercentileClip, "
+                f"ZScoreClip). Received: clip={clip!r}"
+            )
+    return tuple(rules)
+
+
+@keras.saving.register_keras_serializable(package="keras_harden")
+class HardenedOptimizer(keras.optimizers.Optimizer):
+    """Wraps any Keras optimizer with gradient clipping rules and skips steps
+    whose gradients are not finite.
+
+    A drop-in replacement: `model.compile(optimizer=HardenedOptimizer(opt,
+    clip=...))`. The rules in `clip` run in order on the step's gradient:
+    under `tf.distribute.MirroredStrategy` that is the gradient summed across
+    replicas (Keras's own `clipnorm`/`global_clipnorm` clip each replica's
+    share instead), and under `mixed_float16` the unscaled gradient
+    (`compile()` puts the `LossScaleOptimizer` outside this wrapper).
+
+    When any gradient entry is NaN or Inf and `skip_nonfinite` is on, the step
+    is skipped: weights, the inner optimizer's state, the rules' state and the
+    iteration count stay exactly as they were, and `skipped_steps` goes up.
+    Finiteness comes from the same pass that computes the global norm.
+
+    After `max_consecutive_nonfinite` skipped steps in a row,
+    `NonFiniteGradientError` is raised: at once when the step runs eagerly;
+    from the compiled graph on TensorFlow (as `InvalidArgumentError` with the
+    same message) when not under XLA. XLA (`jit_compile=True`, and JAX)
+    cannot raise from inside a step, so there the check runs on the host in
+    `check_nonfinite_limit()` (one scalar read), which the
+    `NonFiniteLimit` callback calls after each batch.
+
+    Statistics, as optimizer variables updated in the step itself (read them
+    with `float(opt.gradient_norm)`): `gradient_norm` (global norm before
+    clipping, last applied step; NaN/Inf on a skipped step),
+    `clipped_gradient_norm` (after clipping; 0 on a skipped step),
+    `skipped_steps` and `consecutive_nonfinite`. They exist once the
+    optimizer is built.
+
+    The learning rate and iteration count are the inner optimizer's
+    (settable, so `ReduceLROnPlateau` works). If the inner optimizer
+    accumulates gradients (`gradient_accumulation_steps=k`), the rules run
+    once per real update, on the averaged gradient.
+
+    Args:
+        inner_optimizer: the `keras.optimizers.Optimizer` to wrap (not a
+            `LossScaleOptimizer`, and without `loss_scale_factor`).
+        clip: `None`, a `ClipRule`, or a list of rules applied in order.
+        skip_nonfinite: bool; when `False`, non-finite steps are applied (and
+            still counted in `consecutive_nonfinite`).
+        max_consecutive_nonfinite: `None` or int >= 1.
+        name: optional name.
+        **kwargs: base optimizer arguments are refused (set them on the inner
+            optimizer), except their default values, for compatibility.
+
+    Returns:
+        A `keras.optimizers.Optimizer`.
+
+    Example:
+
+    >>> import keras, keras_harden as kh
+    >>> opt = kh.optimizers.HardenedOptimizer(
+    ...     keras.optimizers.AdamW(1e-3),
+    ...     clip=[kh.optimizers.UnitwiseClip(0.01),
+    ...           kh.optimizers.ClipByGlobalNorm(5.0)],
+    ...     max_consecutive_nonfinite=20)
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer=opt, loss="mse")
+
+    References:
+        Keras's `LossScaleOptimizer` (the wrapper pattern);
+        Pascanu et al. 2013 (clipping); Brock et al. 2021 (AGC);
+        Seetharaman et al. 2020 (AutoClip); Kumar et al. 2025 (ZClip).
+    """
+
+    def __init__(
+        self,
+        inner_optimizer,
+        clip=None,
+        skip_nonfinite=True,
+        max_consecutive_nonfinite=None,
+        name=None,
+        **kwargs,
+    ):
+        for arg_name, default in _BASE_DEFAULTS.items():
+            if arg_name in kwargs:
+                value = kwargs.pop(arg_name)
+                if value != default:
+                    raise ValueError(
+                        f"{type(self).__name__} does not take `{arg_name}`: set "
+                        f"it on the inner optimizer. Received: {arg_name}={value!r}"
+                    )
+        if kwargs:
+            raise ValueError(
+                f"{type(self).__name__} got unknown arguments. "
+                f"Received: {', '.join(f'{k}={v!r}' for k, v in kwargs.items())}"
+            )
+        inner_optimizer = _check_inner(inner_optimizer)
+        rules = _check_rules(clip)
+        if not isinstance(skip_nonfinite, bool):
+            raise ValueError(
+                "`skip_nonfinite` must be a bool. "
+                f"Received: skip_nonfinite={skip_nonfinite!r}"
+            )
+        if max_consecutive_nonfinite is not None and (
+            isinstance(max_consecutive_nonfinite, bool)
+            or not isinstance(max_consecutive_nonfinite, int)
+            or max_consecutive_nonfinite < 1
+        ):
+            raise ValueError(
+                "`max_consecutive_nonfinite` must be None or an integer >= 1. "
+                f"Received: max_consecutive_nonfinite={max_consecutive_nonfinite!r}"
+            )
+        super().__init__(learning_rate=0.0, name=name)
+        self.inner_optimizer = inner_optimizer
+        self.rules = rules
+        self._clip_is_list = isinstance(clip, (list, tuple))
+        self.skip_nonfinite = skip_nonfinite
+        self.max_consecutive_nonfinite = max_consecutive_nonfinite
+
+    # ------------------------------------------------------------------ state
+
+    def build(self, var_list):
+        if self.built:
+            return
+
+        def scalar(name, dtype):
+            return self.add_variable(
+                (),
+                initializer="zeros",
+                dtype=dtype,
+                aggregation="only_first_replica",
+                name=name,
+            )
+
+        self.gradient_norm = scalar("gradient_norm", "float32")
+        self.clipped_gradient_norm = scalar("clipped_gradient_norm", "float32")
+        self.skipped_steps = scalar("skipped_steps", "int32")
+        self.consecutive_nonfinite = scalar("consecutive_nonfinite", "int32")
+        for rule in self.rules:
+            rule.build(self, var_list)
+        self.inner_optimizer.build(var_list)
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    # ------------------------------------------------------------------- step
+
+    def _accumulation(self, grads, variables):
+        """For an inner optimizer with `gradient_accumulation_steps=k`: what
+        the rules should see (the average the real update will apply, on an
+        update step; the micro-batch gradient otherwise), whether this is an
+        update step, and how to turn the clipped average back into the
+        gradient to hand to the inner optimizer so it applies exactly it.
+
+        Reads the inner optimizer's accumulators and micro-step counter, which
+        Keras keeps in `_accumulated_gradients` and `_iterations`.
+        """
+        inner = self.inner_optimizer
+        k = inner.gradient_accumulation_steps
+        accumulators = [
+            inner._accumulated_gradients[inner._get_variable_index(v)]
+            for v in variables
+        ]
+        active = ops.equal((inner._iterations + 1) % k, 0)
+        view = [
+            None if g is None else ops.where(active, (g + a) / k, g)
+            for g, a in zip(grads, accumulators, strict=True)
+        ]
+
+        def to_inner(clipped):
+            # Keras will apply (g' + acc) / k: choose g' = k * clipped - acc.
+            return [
+                None if c is None else ops.where(active, c * k - a, g)
+                for c, a, g in zip(clipped, accumulators, grads, strict=True)
+            ]
+
+        return view, active, to_inner
+
+    def _compute_step(self, grads, variables):
+        """The pure part of a step: reads state, assigns nothing.
+
+        Returns:
+            `_Step(grads, ok, updates, consecutive_nonfinite)`: the gradients
+            for the inner optimizer, whether to apply them, `(variable,
+            new_value)` pairs for this optimizer's own state (already
+            unchanged where the step must not change them), and the new
+            consecutive non-finite count.
+        """
+        grads = list(grads)
+        variables = list(variables)
+        # Variables overwritten with their "gradient" (float8 scales) are not
+        # gradients: keep them out of norms and rules.
+        keep = [
+            g is not None and not self._overwrite_variable_with_gradient(v)
+            for g, v in zip(grads, variables, strict=True)
+        ]
+        accumulating = bool(self.inner_optimizer.gradient_accumulation_steps)
+        if accumulating:
+            view, active, to_inner = self._accumulation(grads, variables)
+        else:
+            view, active, to_inner = grads, None, None
+        work = [g if k else None for g, k in zip(view, keep, strict=True)]
+
+        norm, finite = gradient_ops.global_norm_and_finite(work)
+        ok = finite if self.skip_nonfinite else ops.convert_to_tensor(True)
+        commit = ok if active is None else ops.logical_and(ok, active)
+
+        clipped, current = work, norm
+        rule_updates = []
+        for rule in self.rules:
+            if rule.uses_global_norm and current is None:
+                current = gradient_ops.global_norm(clipped)
+            clipped, current, state = rule(clipped, variables, current)
+            rule_updates.extend(zip(rule.state_variables, state, strict=True))
+        if current is None:
+            current = gradient_ops.global_norm(clipped)
+
+        out = [c if k else g for c, g, k in zip(clipped, view, keep, strict=True)]
+        if accumulating:
+            out = to_inner(out)
+
+        def gated(variable, value, gate):
+            return ops.where(gate, value, ops.cast(variable, variable.dtype))
+
+        stats_gate = ops.convert_to_tensor(True) if active is None else active
+        consecutive = ops.where(
+            finite, 0, ops.convert_to_tensor(self.consecutive_nonfinite) + 1
+        )
+        updates = [(var, gated(var, value, commit)) for var, value in rule_updates]
+        updates += [
+            (self.gradient_norm, gated(self.gradient_norm, norm, stats_gate)),
+            (
+                self.clipped_gradient_norm,
+                gated(
+                    self.clipped_gradient_norm,
+                    ops.where(ok, current, 0.0),
+                    stats_gate,
+                ),
+            ),
+            (
+                self.skipped_steps,
+                self.skipped_steps + ops.cast(ops.logical_not(ok), "int32"),
+            ),
+            (self.consecutive_nonfinite, ops.cast(consecutive, "int32")),
+        ]
+        return _Step(out, ok, updates, consecutive)
+
+    def _apply_inner_if(self, ok, grads, variables):
+        """Lets the inner optimizer apply `grads` only when `ok` is true."""
+        ops.cond(
+            ok,
+            lambda: self.inner_optimizer.apply(grads, variables),
+            lambda: None,
+        )
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            if trainable_variables is None:
+                raise ValueError(
+                    "Pass `trainable_variables` on the first call to `apply`, or "
+                    "call `optimizer.build(variables)` first."
+                )
+            with keras.name_scope(self.name, caller=self):
+                self.build(list(trainable_variables))
+        variables = (
+            list(self._trainable_variables)
+            if trainable_variables is None
+            else list(trainable_variables)
+        )
+        grads = list(grads)
+        if len(grads) != len(variables):
+            raise ValueError(
+                f"Got {len(grads)} gradients for {len(variables)} variables."
+            )
+        if _is_tensorflow():
+            tf_support = _tf()
+            grads = tf_support.densify(grads)
+            if tf_support.in_replica_context_of_strategy():
+                if self.inner_optimizer.gradient_accumulation_steps:
+                    raise ValueError(
+                        "HardenedOptimizer does not support an inner optimizer "
+                        "with `gradient_accumulation_steps` under tf.distribute. "
+                        "Received: gradient_accumulation_steps="
+                        f"{self.inner_optimizer.gradient_accumulation_steps}"
+                    )
+                consecutive = tf_support.distributed_apply(self, grads, variables)
+                self._enforce_limit(consecutive)
+                return
+        step = self._compute_step(grads, variables)
+        for variable, value in step.updates:
+            variable.assign(value)
+        self._apply_inner_if(step.ok, step.grads, variables)
+        self._enforce_limit(step.consecutive_nonfinite)
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """Stateless step (JAX): returns `(new_trainable_values,
+        new_optimizer_values)` without touching any variable."""
+        if not self.built:
+            raise ValueError(
+                "To call `stateless_apply`, the optimizer must be built: call "
+                "`optimizer.build(trainable_variables)` first."
+            )
+        optimizer_variables = list(optimizer_variables)
+        trainable_variables = list(trainable_variables)
+        if len(optimizer_variables) != len(self.variables):
+            raise ValueError(
+                f"Expected {len(self.variables)} optimizer variable values. "
+                f"Received: {len(optimizer_variables)}"
+            )
+        own_count = len(self._variables)
+        own_values = optimizer_variables[:own_count]
+        inner_values = optimizer_variables[own_count:]
+        mapping = list(zip(self.variables, optimizer_variables, strict=True)) + list(
+            zip(self._trainable_variables, trainable_variables, strict=True)
+        )
+        with keras.StatelessScope(state_mapping=mapping):
+            step = self._compute_step(grads, self._trainable_variables)
+        new_by_id = {id(var): value for var, value in step.updates}
+        new_own = [
+            new_by_id.get(id(var), value)
+            for var, value in zip(self._variables, own_values, strict=True)
+        ]
+
+        def applied():
+            new_trainables, new_inner = self.inner_optimizer.stateless_apply(
+                inner_values, step.grads, trainable_variables
+            )
+            return list(new_trainables), list(new_inner)
+
+        def skipped():
+            return list(trainable_variables), list(inner_values)
+
+        new_trainables, new_inner = ops.cond(step.ok, applied, skipped)
+        return list(new_trainables), new_own + list(new_inner)
+
+    # ---------------------------------------------------- non-finite limit
+
+    def _limit_message(self):
+        return (
+            f"{self.max_consecutive_nonfinite} optimizer steps in a row had "
+            f"non-finite (NaN or Inf) gradients ({self.name}). Training is not "
+            "recovering: lower the learning rate, look for NaN/Inf in the data "
+            "or the loss, or raise `max_consecutive_nonfinite`."
+        )
+
+    def check_nonfinite_limit(self):
+        """Raises `NonFiniteGradientError` when the last
+        `max_consecutive_nonfinite` steps were all non-finite (host side, one
+        scalar read; a no-op without a limit or before the first step)."""
+        if self.max_consecutive_nonfinite is None or not self.built:
+            return
+        count = int(ops.convert_to_numpy(self.consecutive_nonfinite))
+        if count >= self.max_consecutive_nonfinite:
+            raise NonFiniteGradientError(self._limit_message())
+
+    def _enforce_limit(self, consecutive):
+        if self.max_consecutive_nonfinite is None:
+            return
+        if _is_tensorflow():
+            tf_support = _tf()
+            if tf_support.executing_eagerly():
+                self.check_nonfinite_limit()
+            else:
+                tf_support.assert_below_limit(
+                    consecutive, self.max_consecutive_nonfinite, self._limit_message()
+                )
+            return
+        try:  # Other backends: only when the value is concrete (not traced).
+            count = int(ops.convert_to_numpy(consecutive))
+        except Exception:  # noqa: BLE001 - a tracer; the callback checks instead.
+            return
+        if count >= self.max_consecutive_nonfinite:
+            raise NonFiniteGradientError(self._limit_message())
+
+    # ----------------------------------------------------------- serialising
+
+    def _wrapper_config(self):
+        if not self.rules:
+            clip = None
+        else:
+            clip = [keras.saving.serialize_keras_object(r) for r in self.rules]
+            if not self._clip_is_list:
+                clip = clip[0]
+        return {
+            "clip": clip,
+            "skip_nonfinite": self.skip_nonfinite,
+            "max_consecutive_nonfinite": self.max_consecutive_nonfinite,
+        }
+
+    def get_config(self):
+        config = {
+            "name": self.name,
+            "inner_optimizer": keras.saving.serialize_keras_object(
+                self.inner_optimizer
+            ),
+        }
+        config.update(self._wrapper_config())
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects
+        )
+        if config.get("clip") is not None:
+            clip = config["clip"]
+            if isinstance(clip, list):
+                config["clip"] = [
+                    keras.saving.deserialize_keras_object(
+                        c, custom_objects=custom_objects
+                    )
+                    for c in clip
+                ]
+            else:
+                config["clip"] = keras.saving.deserialize_keras_object(
+                    clip, custom_objects=custom_objects
+                )
+        return cls(inner, **config)

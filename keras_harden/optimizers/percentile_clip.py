@@ -1,0 +1,104 @@
+"""AutoClip: clip to a percentile of the gradient norms seen so far."""
+
+import keras
+from keras import ops
+
+from keras_harden.optimizers import gradient_ops
+from keras_harden.optimizers.clip_rule import ClipRule
+
+
+@keras.saving.register_keras_serializable(package="keras_harden")
+class PercentileClip(ClipRule):
+    """Clips the global norm to the `percentile`-th percentile of the recent
+    global norms (AutoClip).
+
+    Each step the incoming global norm is written into a ring buffer of the
+    last `history` norms (a Keras variable, so it is saved, restored and
+    mirrored); the limit is the percentile over the filled part of the buffer,
+    current norm included, with linear interpolation as `numpy.percentile`.
+    Everything stays in the compiled graph: no Python list, no host sync, and
+    the memory is bounded by `history`.
+
+    Args:
+        percentile: float in `(0, 100]`; 10 clips most steps a little.
+        history: int >= 1, how many recent norms the percentile sees.
+
+    Returns:
+        A rule for `HardenedOptimizer(clip=...)`.
+
+    Example:
+
+    >>> import keras, keras_harden as kh
+    >>> opt = kh.optimizers.HardenedOptimizer(
+    ...     keras.optimizers.Adam(1e-3), clip=kh.optimizers.PercentileClip(10.0))
+
+    References:
+        Seetharaman, Wichern, Pardo and Le Roux, "AutoClip: Adaptive Gradient
+        Clipping for Source Separation Networks", MLSP 2020
+        (https://arxiv.org/abs/2007.14469); reference code in
+        https://github.com/pseeth/autoclip (keeps every norm in a Python list).
+    """
+
+    uses_global_norm = True
+
+    def __init__(self, percentile=10.0, history=1000):
+        super().__init__()
+        if (
+            isinstance(percentile, bool)
+            or not isinstance(percentile, (int, float))
+            or not 0 < percentile <= 100
+        ):
+            raise ValueError(
+                "`percentile` must be a number in (0, 100]. "
+                f"Received: percentile={percentile!r}"
+            )
+        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
+            raise ValueError(
+                f"`history` must be an integer >= 1. Received: history={history!r}"
+            )
+        self.percentile = float(percentile)
+        self.history = history
+
+    def build(self, optimizer, variables):
+        del variables
+        self.norm_history = optimizer.add_variable(
+            (self.history,),
+            initializer="zeros",
+            dtype="float32",
+            aggregation="only_first_replica",
+            name="autoclip_norm_history",
+        )
+        self.norm_count = optimizer.add_variable(
+            (),
+            initializer="zeros",
+            dtype="int32",
+            aggregation="only_first_replica",
+            name="autoclip_norm_count",
+        )
+        self.built = True
+
+    @property
+    def state_variables(self):
+        return [self.norm_history, self.norm_count]
+
+    def clip_value(self, norm_history, norm_count):
+        """The current limit given a buffer and how many norms it has seen."""
+        filled = ops.minimum(norm_count, self.history)
+        return gradient_ops.masked_percentile(norm_history, filled, self.percentile)
+
+    def __call__(self, grads, variables, norm):
+        del variables
+        count = ops.convert_to_tensor(self.norm_count)
+        slot = count % self.history
+        window = ops.where(
+            ops.arange(self.history, dtype="int32") == slot,
+            ops.cast(norm, "float32"),
+            self.norm_history,
+        )
+        new_count = count + 1
+        limit = self.clip_value(window, new_count)
+        clipped, new_norm = gradient_ops.clip_by_global_norm(grads, limit, norm)
+        return clipped, new_norm, [window, new_count]
+
+    def get_config(self):
+        return {"percentile": self.percentile, "history": self.history}

@@ -1,0 +1,68 @@
+"""`ZClip`: z-score spike clipping as a drop-in optimizer."""
+
+import keras
+
+from keras_harden.optimizers.hardened import HardenedOptimizer
+from keras_harden.optimizers.zscore_clip import ZScoreClip
+
+
+@keras.saving.register_keras_serializable(package="keras_harden")
+class ZClip(HardenedOptimizer):
+    """Clips global-norm spikes whose z-score against EMA statistics of past
+    norms exceeds `z_threshold` (see `ZScoreClip`).
+
+    Leaves ordinary steps alone and pulls back only outliers, so it changes
+    training least of the adaptive rules. Good for long runs with rare
+    spikes (language models, large batches).
+
+    Args:
+        inner_optimizer: the `keras.optimizers.Optimizer` to wrap.
+        alpha: EMA decay in (0, 1).
+        z_threshold: float > 0.
+        warmup_steps: int >= 1 steps of statistics before any z-clipping.
+        max_norm: optional absolute cap (float > 0), applied on every step.
+        skip_nonfinite: see `HardenedOptimizer`.
+        max_consecutive_nonfinite: see `HardenedOptimizer`.
+        name: optional name.
+
+    Returns:
+        A `keras.optimizers.Optimizer`.
+
+    Example:
+
+    >>> import keras, keras_harden as kh
+    >>> opt = kh.optimizers.ZClip(keras.optimizers.AdamW(1e-3), z_threshold=2.5)
+
+    References:
+        Kumar et al., "ZClip: Adaptive Spike Mitigation for LLM Pre-Training",
+        2025 (https://arxiv.org/abs/2504.02507).
+    """
+
+    def __init__(
+        self,
+        inner_optimizer,
+        alpha=0.97,
+        z_threshold=2.5,
+        warmup_steps=25,
+        max_norm=None,
+        skip_nonfinite=True,
+        max_consecutive_nonfinite=None,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(
+            inner_optimizer,
+            clip=ZScoreClip(alpha, z_threshold, warmup_steps, max_norm),
+            skip_nonfinite=skip_nonfinite,
+            max_consecutive_nonfinite=max_consecutive_nonfinite,
+            name=name,
+            **kwargs,
+        )
+
+    def _wrapper_config(self):
+        config = self.rules[0].get_config()
+        config.update(
+            skip_nonfinite=self.skip_nonfinite,
+            max_consecutive_nonfinite=self.max_consecutive_nonfinite,
+        )
+        return config

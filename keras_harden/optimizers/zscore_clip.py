@@ -1,0 +1,141 @@
+"""ZClip: clip global-norm spikes by their z-score against EMA statistics."""
+
+import keras
+from keras import ops
+
+from keras_harden.optimizers import gradient_ops
+from keras_harden.optimizers.clip_rule import ClipRule, check_positive
+
+
+@keras.saving.register_keras_serializable(package="keras_harden")
+class ZScoreClip(ClipRule):
+    """Clips the global norm when it is a spike: its z-score against an
+    exponential moving mean and variance of past norms exceeds `z_threshold`.
+
+    For the first `warmup_steps` steps the rule only gathers the mean and
+    (population) variance of the norms and clips nothing but `max_norm`.
+    After that, with `mu`, `var` the statistics and `z = (n - mu) / sqrt(var)`,
+    a norm with `z > z_threshold` is clipped to
+    `mu + z_threshold**2 / z * sqrt(var)` (ZClip's "adaptive scaling": the
+    bigger the spike, the harder it is pulled back), then the statistics take
+    the (clipped) norm: `mu <- alpha mu + (1 - alpha) n`,
+    `var <- alpha var + (1 - alpha) (n - mu)**2` with the new `mu`.
+    `max_norm` is an absolute cap applied on every step.
+
+    Args:
+        alpha: EMA decay in (0, 1).
+        z_threshold: float > 0.
+        warmup_steps: int >= 1.
+        max_norm: optional float > 0.
+
+    Returns:
+        A rule for `HardenedOptimizer(clip=...)`.
+
+    Example:
+
+    >>> import keras, keras_harden as kh
+    >>> opt = kh.optimizers.HardenedOptimizer(
+    ...     keras.optimizers.AdamW(1e-3), clip=kh.optimizers.ZScoreClip())
+
+    References:
+        Kumar, Owen, Ashkboos and others, "ZClip: Adaptive Spike Mitigation
+        for LLM Pre-Training", 2025 (https://arxiv.org/abs/2504.02507);
+        reference code in https://github.com/bluorion-com/ZClip.
+    """
+
+    uses_global_norm = True
+
+    def __init__(self, alpha=0.97, z_threshold=2.5, warmup_steps=25, max_norm=None):
+        super().__init__()
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, (int, float))
+            or not (0 < alpha < 1)
+        ):
+            raise ValueError(
+                f"`alpha` must be a number in (0, 1). Received: alpha={alpha!r}"
+            )
+        self.alpha = float(alpha)
+        self.z_threshold = check_positive("z_threshold", z_threshold)
+        if (
+            isinstance(warmup_steps, bool)
+            or not isinstance(warmup_steps, int)
+            or warmup_steps < 1
+        ):
+            raise ValueError(
+                "`warmup_steps` must be an integer >= 1. "
+                f"Received: warmup_steps={warmup_steps!r}"
+            )
+        self.warmup_steps = warmup_steps
+        self.max_norm = (
+            None if max_norm is None else check_positive("max_norm", max_norm)
+        )
+
+    def build(self, optimizer, variables):
+        del variables
+
+        def scalar(name, dtype):
+            return optimizer.add_variable(
+                (),
+                initializer="zeros",
+                dtype=dtype,
+                aggregation="only_first_replica",
+                name=name,
+            )
+
+        self.norm_mean = scalar("zclip_norm_mean", "float32")
+        self.norm_var = scalar("zclip_norm_var", "float32")
+        self.norm_count = scalar("zclip_norm_count", "int32")
+        self.built = True
+
+    @property
+    def state_variables(self):
+        return [self.norm_mean, self.norm_var, self.norm_count]
+
+    def limit(self, norm, mean, var, warm):
+        """The norm a step is clipped to (`inf` when it is not a spike)."""
+        z2 = self.z_threshold**2
+        excess = norm - mean
+        spike = ops.logical_and(
+            ops.logical_not(warm),
+            ops.logical_and(excess > 0, ops.square(excess) > z2 * var),
+        )
+        # mu + z_t**2 / z * sigma == mu + z_t**2 * var / (n - mu)
+        threshold = mean + z2 * var / ops.maximum(excess, 1e-30)
+        limit = ops.where(spike, threshold, float("inf"))
+        if self.max_norm is not None:
+            limit = ops.minimum(limit, self.max_norm)
+        return limit
+
+    def __call__(self, grads, variables, norm):
+        del variables
+        norm = ops.cast(norm, "float32")
+        mean = ops.convert_to_tensor(self.norm_mean)
+        var = ops.convert_to_tensor(self.norm_var)
+        count = ops.convert_to_tensor(self.norm_count)
+        warm = count < self.warmup_steps
+
+        limit = self.limit(norm, mean, var, warm)
+        clipped, new_norm = gradient_ops.clip_by_global_norm(grads, limit, norm)
+
+        # Warm-up: running mean and population variance of the raw norms.
+        k = ops.cast(count, "float32")
+        w_mean = mean + (norm - mean) / (k + 1.0)
+        w_var = (k * var + (norm - mean) * (norm - w_mean)) / (k + 1.0)
+        # After warm-up: EMA of the clipped norm.
+        e_mean = self.alpha * mean + (1.0 - self.alpha) * new_norm
+        e_var = self.alpha * var + (1.0 - self.alpha) * ops.square(new_norm - e_mean)
+        state = [
+            ops.where(warm, w_mean, e_mean),
+            ops.where(warm, w_var, e_var),
+            ops.minimum(count + 1, self.warmup_steps),
+        ]
+        return clipped, new_norm, state
+
+    def get_config(self):
+        return {
+            "alpha": self.alpha,
+            "z_threshold": self.z_threshold,
+            "warmup_steps": self.warmup_steps,
+            "max_norm": self.max_norm,
+        }
