@@ -6,18 +6,28 @@
 - `recalibrate_batchnorm(model, data)`: recompute batch-norm moving statistics.
 - `greedy_soup(models, validation_data)`: Wortsman et al.'s greedy soup;
   returns `(model, report)`.
+- `ensemble(models, method="average"|"concatenate", head=None)`: one functional
+  model over a shared input.
+- `stack(models, meta_model=None, holdout_data=...)`: stacked generalisation.
+- `StochasticWeightAveraging`: a callback averaging weights along one run.
 """
 
 from keras_harden.fusion.averaging import average_weights
 from keras_harden.fusion.batchnorm import recalibrate_batchnorm
 from keras_harden.fusion.compat import check_compatible
+from keras_harden.fusion.ensemble import ensemble
 from keras_harden.fusion.soup import SoupReport, SoupResult, greedy_soup
+from keras_harden.fusion.stacking import stack
+from keras_harden.fusion.swa import StochasticWeightAveraging
 
 __all__ = [
     "SoupReport",
     "SoupResult",
+    "StochasticWeightAveraging",
     "average_weights",
     "check_compatible",
+    "ensemble",
     "greedy_soup",
     "recalibrate_batchnorm",
+    "stack",
 ]

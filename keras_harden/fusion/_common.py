@@ -178,3 +178,72 @@ def predict_with_labels(model, data, batch_size=128):
         predictions.append(keras.ops.convert_to_numpy(model(x, training=False)))
         labels.append(keras.ops.convert_to_numpy(y))
     return np.concatenate(predictions), np.concatenate(labels)
+
+
+def shared_inputs(models, name="models"):
+    """Fresh `keras.Input`s matching every model's inputs (which must agree)."""
+    reference = models[0].inputs
+    for model in models[1:]:
+        specs_a = [(tuple(t.shape[1:]), t.dtype) for t in reference]
+        specs_b = [(tuple(t.shape[1:]), t.dtype) for t in model.inputs]
+        if specs_a != specs_b:
+            raise ValueError(
+                f"All models must take the same inputs: {models[0].name!r} takes "
+                f"{specs_a}, {model.name!r} takes {specs_b}. "
+                f"Received: {name}={[m.name for m in models]}"
+            )
+    inputs = [
+        keras.Input(shape=t.shape[1:], dtype=t.dtype, name=f"input_{i}")
+        for i, t in enumerate(reference)
+    ]
+    return inputs
+
+
+def _feature_layer(model, features):
+    layers = model.layers
+    if isinstance(features, int):
+        if not -len(layers) <= features < len(layers):
+            raise ValueError(
+                f"`features` index {features} is out of range for {model.name!r} "
+                f"({len(layers)} layers). Received: features={features!r}"
+            )
+        return layers[features]
+    if isinstance(features, str):
+        for layer in layers:
+            if layer.name == features:
+                return layer
+        raise ValueError(
+            f"{model.name!r} has no layer named {features!r}. "
+            f"Received: features={features!r}"
+        )
+    raise ValueError(
+        "`features` must be None, a layer index or a layer name. "
+        f"Received: features={features!r}"
+    )
+
+
+def frozen_members(models, features=None, prefix="member"):
+    """Frozen copies of `models` named `{prefix}_{i}` (so sub-models never
+    clash, even copies of one saved model), cut at the `features` layer when
+    given. The input models are not touched."""
+    members = []
+    for index, model in enumerate(models):
+        clone = clone_with_weights(model)
+        if features is None:
+            outputs = keras.tree.flatten(clone.outputs)
+        else:
+            outputs = keras.tree.flatten(_feature_layer(clone, features).output)
+        if len(outputs) != 1:
+            raise ValueError(
+                f"Each model must have a single output; {model.name!r} has "
+                f"{len(outputs)}. Received: models={[m.name for m in models]}"
+            )
+        member = keras.Model(clone.inputs, outputs[0], name=f"{prefix}_{index}")
+        member.trainable = False
+        members.append(member)
+    return members
+
+
+def call_members(members, inputs):
+    x = inputs[0] if len(inputs) == 1 else inputs
+    return [member(x) for member in members]
