@@ -107,13 +107,12 @@ class RandAugment(AugmentLayer):
         self.magnitude_stddev = magnitude_stddev
         self.operations = check_operations(operations)
         self._names = self.operations or list(aug_ops.TRANSFORMS)
-        self._fns = [aug_ops.TRANSFORMS[name] for name in self._names]
 
     def augment(self, images):
         batch = (ops.shape(images)[0],)
         for _ in range(self.num_ops):
             choice = keras.random.randint(
-                batch, 0, len(self._fns), dtype="int32", seed=self.seed_generator
+                batch, 0, len(self._names), dtype="int32", seed=self.seed_generator
             )
             magnitude = float(self.magnitude)
             if self.magnitude_stddev > 0:
@@ -127,7 +126,7 @@ class RandAugment(AugmentLayer):
             strength = draw_strengths(
                 self._names, choice, magnitude, self.seed_generator
             )
-            images = aug_ops.apply_per_image(self._fns, choice, images, strength)
+            images = aug_ops.apply_transforms(self._names, choice, images, strength)
         return images
 
     def get_config(self):

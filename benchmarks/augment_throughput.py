@@ -1,0 +1,142 @@
+"""Images per second of augmentation layers mapped over a `tf.data` pipeline.
+
+64x64x3 float images in [0, 255], batches of 128, the layer mapped on batches
+(`num_parallel_calls=AUTOTUNE`), a cached batch repeated so that nothing but
+the augmentation is measured. Variants run interleaved in rounds; each figure
+is the median over the rounds, ratios are against the baseline of the same
+run.
+
+Two comparisons:
+
+1. RandAugment, 2 operations per image, magnitude 0.5 (no magnitude noise):
+   ours vs `keras.layers.RandAugment(num_ops=2, factor=0.5)` vs keras-cv's
+   `RandAugment(augmentations_per_image=2, magnitude=0.5,
+   magnitude_stddev=0)` when keras-cv is importable.
+2. The "light" preset (`kh.augment.pipeline("light")`) vs its own layers
+   (`keras.layers.RandomFlip` then our `RandomResizedCrop`) called one after
+   the other by hand: the cost of the composing layer. For reference, Keras's
+   nearest built-in composition (`RandomFlip` + `RandomZoom`) is timed too.
+
+Run (keras-cv lives in its own venv, see benchmarks/RESULTS.md):
+
+    .venv-cv/bin/python benchmarks/augment_throughput.py --rounds 5
+"""
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import keras
+import keras_harden as kh
+
+
+def make_batch(batch_size, size, seed=0):
+    """Smooth random images (low-frequency noise upsampled), like photos more
+    than white noise, in [0, 255]."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (batch_size, size // 8, size // 8, 3))
+    images = tf.image.resize(coarse.astype("float32"), (size, size), "bicubic")
+    return tf.clip_by_value(images, 0.0, 255.0)
+
+
+def throughput(fn, batch, steps):
+    ds = tf.data.Dataset.from_tensors(batch).repeat(steps + 2)
+    ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    iterator = iter(ds)
+    next(iterator), next(iterator)  # trace and warm up
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(iterator)
+    elapsed = time.perf_counter() - start
+    return steps * int(batch.shape[0]) / elapsed
+
+
+def randaugment_variants():
+    variants = {
+        "keras_harden.augment.RandAugment": kh.augment.RandAugment(
+            num_ops=2, magnitude=0.5, seed=1
+        ),
+        "keras.layers.RandAugment": keras.layers.RandAugment(
+            num_ops=2, factor=0.5, seed=1
+        ),
+    }
+    try:
+        import keras_cv
+    except ImportError:
+        print("keras-cv not importable: its column is skipped")
+    else:
+        variants["keras_cv.layers.RandAugment"] = keras_cv.layers.RandAugment(
+            value_range=(0, 255),
+            augmentations_per_image=2,
+            magnitude=0.5,
+            magnitude_stddev=0.0,
+            seed=1,
+        )
+    return variants
+
+
+def light_variants(size):
+    preset = kh.augment.pipeline("light", seed=1)
+    flip = keras.layers.RandomFlip("horizontal", seed=1)
+    crop = kh.augment.RandomResizedCrop(scale=(0.25, 1.0), seed=2)
+    keras_flip = keras.layers.RandomFlip("horizontal", seed=1)
+    keras_zoom = keras.layers.RandomZoom((-0.5, 0.0), seed=2)
+    return {
+        'kh.augment.pipeline("light")': preset,
+        "same layers by hand": lambda x: crop(flip(x)),
+        "keras RandomFlip+RandomZoom (reference)": lambda x: keras_zoom(keras_flip(x)),
+    }
+
+
+def run(title, variants, baseline, batch, steps, rounds):
+    samples = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            samples[name].append(throughput(fn, batch, steps))
+    print(f"\n{title}")
+    print(f"{'variant':45s} {'images/s (median)':>18s} {'min-max':>15s} {'ratio':>7s}")
+    base = statistics.median(samples[baseline])
+    for name, values in samples.items():
+        median = statistics.median(values)
+        spread = f"{min(values):.0f}-{max(values):.0f}"
+        print(f"{name:45s} {median:18.0f} {spread:>15s} {median / base:7.2f}")
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=8, help="batches per timing")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--size", type=int, default=64)
+    args = parser.parse_args()
+    print(f"keras {keras.__version__}, tensorflow {tf.__version__}, backend ")
+    print(f"{keras.backend.backend()}; {args.rounds} rounds of {args.steps} batches")
+    batch = make_batch(args.batch_size, args.size)
+
+    ra = run(
+        "RandAugment, 2 ops per image, magnitude 0.5 (ratio vs Keras 3)",
+        randaugment_variants(),
+        "keras.layers.RandAugment",
+        batch,
+        args.steps,
+        args.rounds,
+    )
+    ours = ra["keras_harden.augment.RandAugment"]
+    if "keras_cv.layers.RandAugment" in ra:
+        print(f"ours / keras-cv: {ours / ra['keras_cv.layers.RandAugment']:.2f}")
+    run(
+        'Light preset (ratio vs the same layers by hand)',
+        light_variants(args.size),
+        "same layers by hand",
+        batch,
+        args.steps,
+        args.rounds,
+    )
+
+
+if __name__ == "__main__":
+    main()
