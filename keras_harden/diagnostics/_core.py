@@ -46,6 +46,20 @@ def all_finite(arrays):
     return all(bool(np.all(np.isfinite(a))) for a in arrays)
 
 
+def is_hardened(optimizer):
+    """Whether `optimizer` keeps gradient statistics (a keras_harden optimizer;
+    its statistic variables appear once it is built)."""
+    if optimizer is None:
+        return False
+    if all(hasattr(optimizer, n) for n in HARDENED_STATS):
+        return True
+    try:
+        from keras_harden.optimizers import HardenedOptimizer
+    except ImportError:  # pragma: no cover - the optimizers family is missing
+        return False
+    return isinstance(optimizer, HardenedOptimizer)
+
+
 def hardened_statistics(optimizer):
     """The statistics a keras_harden optimizer already keeps, or None."""
     if optimizer is None or not all(hasattr(optimizer, n) for n in HARDENED_STATS):

@@ -110,7 +110,7 @@ class GradientMonitor(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._variables = list(self.model.trainable_variables)
         self._groups = _core.group_by_layer(self._variables)
-        self._hardened = _core.hardened_statistics(self.model.optimizer) is not None
+        self._hardened = _core.is_hardened(self.model.optimizer)
         self._epoch_records = []
         self._before = None
         self._probe = None

@@ -190,7 +190,10 @@ class SpikeGuard(keras.callbacks.Callback):
         self._step = 0
         self._previous = (0.0, 0.0)
         stats = _core.hardened_statistics(self.model.optimizer)
-        self._skipped = None if stats is None else stats["skipped_steps"]
+        if stats is not None:
+            self._skipped = stats["skipped_steps"]
+        else:
+            self._skipped = 0.0 if _core.is_hardened(self.model.optimizer) else None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._previous = (0.0, 0.0)
