@@ -13,15 +13,25 @@ Every layer is active when called directly or in `fit`, and inactive in
 """
 
 from keras_harden.augment import ops
+from keras_harden.augment.aug_mix import AugMix
+from keras_harden.augment.mix_up_cut_mix import MixUpCutMix
 from keras_harden.augment.pipeline import PRESETS, Pipeline, pipeline
 from keras_harden.augment.rand_augment import RandAugment
+from keras_harden.augment.random_apply import RandomApply
+from keras_harden.augment.random_choice import RandomChoice
 from keras_harden.augment.random_resized_crop import RandomResizedCrop
+from keras_harden.augment.trivial_augment import TrivialAugment
 
 __all__ = [
     "PRESETS",
+    "AugMix",
+    "MixUpCutMix",
     "Pipeline",
     "RandAugment",
+    "RandomApply",
+    "RandomChoice",
     "RandomResizedCrop",
+    "TrivialAugment",
     "ops",
     "pipeline",
 ]

@@ -343,6 +343,24 @@ def apply_per_image(fns, choice, images, *args):
     return _mapped(fns, choice, images, args)
 
 
+def apply_layers(fns, choice, images):
+    """Like `apply_per_image` for functions that may draw random numbers
+    (Keras layers): grouped on TensorFlow; elsewhere every function runs on
+    the whole batch and each image keeps its own function's result, since a
+    layer's seed generator cannot advance inside `keras.ops.map`."""
+    if len(fns) == 1:
+        return fns[0](images)
+    if dynamic_shapes():
+        return _grouped(fns, choice, images, ())
+    out = fns[0](images)
+    choice = ops.reshape(
+        ops.cast(choice, "int32"), (-1,) + (1,) * (len(images.shape) - 1)
+    )
+    for k, fn in enumerate(fns[1:], start=1):
+        out = ops.where(choice == k, fn(images), out)
+    return out
+
+
 def apply_transforms(names, choice, images, strength):
     """Applies the transform `names[choice[i]]` with strength `strength[i]`
     to image `i`; the geometric transforms share one warp call.

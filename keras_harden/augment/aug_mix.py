@@ -1,0 +1,155 @@
+"""AugMix with operation chains drawn per image at run time."""
+
+import keras
+from keras import ops
+
+from keras_harden.augment import ops as aug_ops
+from keras_harden.augment._layer import AugmentLayer
+from keras_harden.augment.rand_augment import draw_strengths
+
+# AugMix's default set leaves out the operations that overlap with the
+# corruptions of ImageNet-C / CIFAR-C (colour, contrast, brightness, sharpness).
+BASE_OPS = (
+    "auto_contrast",
+    "equalize",
+    "posterize",
+    "rotate",
+    "solarize",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+)
+EXTRA_OPS = ("color", "contrast", "brightness", "sharpness")
+
+
+@keras.saving.register_keras_serializable(package="keras_harden")
+class AugMix(AugmentLayer):
+    """AugMix: a convex mix of random operation chains, drawn per image.
+
+    For each image, `num_chains` chains are built; each chain has a depth
+    drawn uniformly in `chain_depth` and applies that many random operations
+    with magnitudes uniform in `[0, magnitude]`. The chains are mixed with
+    Dirichlet(`alpha`) weights, and the mix is blended with the original
+    image with a Beta(`alpha`, `alpha`) weight. Every choice is a tensor drawn
+    from the layer's seed generator at run time, so inside `tf.data` each
+    batch and each image gets new chains, and an int `seed` replays them
+    (`keras.layers.AugMix` draws its chain with Python's `random` when the
+    function is traced: frozen inside `tf.data`, and deaf to `seed`). Each
+    operation is computed only for the images that chose it.
+
+    Active when called with `training=True` (the default) and in `fit`;
+    inactive in `predict`, `evaluate` and `keras_harden.export`.
+
+    Args:
+        value_range: `(low, high)` of the input values.
+        num_chains: chains mixed per image.
+        chain_depth: `(low, high)` number of operations per chain, inclusive.
+        magnitude: top of the uniform magnitude range, in `[0, 1]`.
+        alpha: Dirichlet and Beta concentration.
+        all_ops: also use colour, contrast, brightness and sharpness.
+        seed: int for reproducible draws, or None.
+        **kwargs: base layer arguments (`name`, ...).
+
+    Returns:
+        Augmented images, same shape, dtype and value range as the input.
+
+    Example:
+
+    >>> import numpy as np, keras_harden as kh
+    >>> augmix = kh.augment.AugMix(seed=0)
+    >>> augmix(np.zeros((2, 32, 32, 3), "uint8")).dtype.name
+    'uint8'
+
+    References:
+        Hendrycks et al., "AugMix: A simple data processing method to improve
+        robustness and uncertainty", ICLR 2020
+        (https://arxiv.org/abs/1912.02781); reference implementation
+        github.com/google-research/augmix.
+    """
+
+    def __init__(
+        self,
+        value_range=(0, 255),
+        num_chains=3,
+        chain_depth=(1, 3),
+        magnitude=0.3,
+        alpha=1.0,
+        all_ops=True,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(value_range=value_range, seed=seed, **kwargs)
+        if (
+            not isinstance(num_chains, int)
+            or isinstance(num_chains, bool)
+            or num_chains < 1
+        ):
+            raise ValueError(
+                f"`num_chains` must be an int >= 1. Received: num_chains={num_chains!r}"
+            )
+        try:
+            low, high = chain_depth
+            ok = all(isinstance(v, int) for v in chain_depth) and 1 <= low <= high
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(
+                "`chain_depth` must be a pair of ints 1 <= low <= high. "
+                f"Received: chain_depth={chain_depth!r}"
+            )
+        if not isinstance(magnitude, (int, float)) or not 0 <= magnitude <= 1:
+            raise ValueError(
+                "`magnitude` must be a number in [0, 1]. "
+                f"Received: magnitude={magnitude!r}"
+            )
+        if not isinstance(alpha, (int, float)) or alpha <= 0:
+            raise ValueError(f"`alpha` must be a number > 0. Received: alpha={alpha!r}")
+        self.num_chains = num_chains
+        self.chain_depth = (chain_depth[0], chain_depth[1])
+        self.magnitude = magnitude
+        self.alpha = alpha
+        self.all_ops = bool(all_ops)
+        # The last name pads chains shorter than the longest depth.
+        self._names = (
+            list(BASE_OPS) + (list(EXTRA_OPS) if all_ops else []) + ["identity"]
+        )
+
+    def augment(self, images):
+        n = ops.shape(images)[0]
+        ops_count = len(self._names) - 1
+        low, high = self.chain_depth
+        seed = self.seed_generator
+        weights = keras.random.gamma((n, self.num_chains), self.alpha, seed=seed)
+        weights = weights / ops.sum(weights, axis=1, keepdims=True)
+        blend = keras.random.beta((n,), self.alpha, self.alpha, seed=seed)
+        mix = ops.zeros_like(images)
+        for c in range(self.num_chains):
+            depth = keras.random.randint((n,), low, high + 1, dtype="int32", seed=seed)
+            chain = images
+            for step in range(high):
+                choice = keras.random.randint(
+                    (n,), 0, ops_count, dtype="int32", seed=seed
+                )
+                choice = ops.where(step < depth, choice, ops_count)
+                level = keras.random.uniform(
+                    (n,), 0.0, float(self.magnitude), seed=seed
+                )
+                strength = draw_strengths(self._names, choice, level, seed)
+                chain = aug_ops.apply_transforms(self._names, choice, chain, strength)
+            mix = mix + weights[:, c, None, None, None] * chain
+        blend = blend[:, None, None, None]
+        return ops.clip((1.0 - blend) * images + blend * mix, 0.0, 1.0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_chains": self.num_chains,
+                "chain_depth": list(self.chain_depth),
+                "magnitude": self.magnitude,
+                "alpha": self.alpha,
+                "all_ops": self.all_ops,
+            }
+        )
+        return config

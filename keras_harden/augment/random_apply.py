@@ -1,0 +1,86 @@
+"""RandomApply: a layer applied to a random subset of the images."""
+
+import keras
+from keras import ops
+
+from keras_harden.augment import ops as aug_ops
+from keras_harden.augment._layer import check_probability, check_seed
+from keras_harden.augment.random_choice import call_layer
+
+
+@keras.saving.register_keras_serializable(package="keras_harden")
+class RandomApply(keras.layers.Layer):
+    """Applies `layer` to each image with probability `rate`, per image.
+
+    On the TensorFlow backend the layer runs only on the images drawn (the
+    batch is split, the layer applied to its part, and the batch put back in
+    order); on other backends the layer runs on the whole batch and each
+    image keeps the layer's output or its own. The layer must keep the image
+    shape; its output is cast back to the input dtype. Inactive with
+    `training=False` (`predict`, `evaluate`, `keras_harden.export`).
+
+    Args:
+        layer: a Keras layer (ours, Keras's or keras-cv's).
+        rate: probability in `[0, 1]` that an image goes through `layer`.
+        seed: int for reproducible draws, or None.
+        **kwargs: base layer arguments (`name`, ...).
+
+    Returns:
+        The images, a random subset of them transformed.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_harden as kh
+    >>> blur = kh.augment.RandomApply(keras.layers.RandomGaussianBlur(), 0.2, seed=0)
+    >>> blur(np.zeros((4, 16, 16, 3), "float32")).shape
+    TensorShape([4, 16, 16, 3])
+
+    References:
+        torchvision's `transforms.RandomApply` (one draw per call there, per
+        image here).
+    """
+
+    def __init__(self, layer, rate=0.5, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(layer, keras.layers.Layer):
+            raise ValueError(
+                f"`layer` must be a Keras layer. Received: layer={layer!r}"
+            )
+        self.layer = layer
+        self.rate = check_probability("rate", rate)
+        self.seed = check_seed(seed)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_jit = not aug_ops.dynamic_shapes()
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        images = ops.convert_to_tensor(images)
+        dtype = images.dtype
+        draws = keras.random.uniform((ops.shape(images)[0],), seed=self.seed_generator)
+        chosen = ops.cast(draws < self.rate, "int32")
+        return aug_ops.apply_layers(
+            [lambda x: x, lambda x: call_layer(self.layer, x, dtype)], chosen, images
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "layer": keras.saving.serialize_keras_object(self.layer),
+                "rate": self.rate,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)

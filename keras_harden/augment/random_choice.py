@@ -1,0 +1,129 @@
+"""RandomChoice: one of several augmentation layers per image."""
+
+import keras
+from keras import ops
+
+from keras_harden.augment import ops as aug_ops
+from keras_harden.augment._layer import check_seed
+
+
+def cast_like(images, dtype):
+    """Casts a layer's output back to the input `dtype` (rounded for ints)."""
+    images = ops.convert_to_tensor(images)
+    if "int" in str(dtype) and "int" not in str(images.dtype):
+        images = ops.round(images)
+    return ops.cast(images, dtype)
+
+
+def call_layer(layer, images, dtype):
+    return cast_like(layer(images, training=True), dtype)
+
+
+def _bind(layer, dtype):
+    def apply(images):
+        return call_layer(layer, images, dtype)
+
+    return apply
+
+
+@keras.saving.register_keras_serializable(package="keras_harden")
+class RandomChoice(keras.layers.Layer):
+    """Applies one of `layers` to each image, chosen per image.
+
+    Each image draws one layer (uniformly, or with probabilities proportional
+    to `weights`). On the TensorFlow backend the batch is split by choice and
+    each layer runs only on the images that chose it; on other backends every
+    layer runs on the whole batch and each image keeps its own layer's output.
+    The layers must keep the image shape; outputs are cast back to the input
+    dtype. Inactive (the input comes back) with `training=False`, so inside a
+    model it is off in `predict`, `evaluate` and `keras_harden.export`.
+
+    Args:
+        layers: list of Keras layers (ours, Keras's or keras-cv's).
+        weights: optional list of non-negative relative probabilities, one
+            per layer.
+        seed: int for reproducible draws, or None.
+        **kwargs: base layer arguments (`name`, ...).
+
+    Returns:
+        The images, each transformed by its chosen layer.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_harden as kh
+    >>> choice = kh.augment.RandomChoice(
+    ...     [keras.layers.RandomRotation(0.1), kh.augment.TrivialAugment()], seed=0)
+    >>> choice(np.zeros((4, 16, 16, 3), "float32")).shape
+    TensorShape([4, 16, 16, 3])
+
+    References:
+        torchvision's `transforms.RandomChoice` (one choice per call there,
+        per image here).
+    """
+
+    def __init__(self, layers, weights=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if (
+            isinstance(layers, keras.layers.Layer)
+            or not layers
+            or not all(isinstance(x, keras.layers.Layer) for x in layers)
+        ):
+            raise ValueError(
+                "`layers` must be a non-empty list of Keras layers. "
+                f"Received: layers={layers!r}"
+            )
+        if weights is not None:
+            weights = [float(w) for w in weights]
+            if len(weights) != len(layers) or min(weights) < 0 or sum(weights) <= 0:
+                raise ValueError(
+                    "`weights` must be one non-negative number per layer, not all "
+                    f"zero. Received: weights={weights!r}"
+                )
+        self.choice_layers = list(layers)
+        self.weights_ = weights
+        self.seed = check_seed(seed)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_jit = not aug_ops.dynamic_shapes()
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        images = ops.convert_to_tensor(images)
+        n = len(self.choice_layers)
+        if self.weights_ is None:
+            logits = ops.zeros((1, n))
+        else:
+            logits = ops.log(ops.convert_to_tensor([self.weights_], "float32"))
+        batch = ops.shape(images)[0]
+        choice = keras.random.categorical(
+            ops.tile(logits, (batch, 1)), 1, dtype="int32", seed=self.seed_generator
+        )[:, 0]
+        dtype = images.dtype
+        fns = [_bind(layer, dtype) for layer in self.choice_layers]
+        return aug_ops.apply_layers(fns, choice, images)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "layers": [
+                    keras.saving.serialize_keras_object(x) for x in self.choice_layers
+                ],
+                "weights": self.weights_,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layers"] = [
+            keras.saving.deserialize_keras_object(x) for x in config["layers"]
+        ]
+        return cls(**config)
