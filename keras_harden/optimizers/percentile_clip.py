@@ -93,7 +93,7 @@ class PercentileClip(ClipRule):
         window = ops.where(
             ops.arange(self.history, dtype="int32") == slot,
             ops.cast(norm, "float32"),
-            self.norm_history,
+            ops.convert_to_tensor(self.norm_history),
         )
         new_count = count + 1
         limit = self.clip_value(window, new_count)
