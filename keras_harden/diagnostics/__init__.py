@@ -8,7 +8,9 @@
   return a `Report` (verdict, layers responsible, recommendations).
 """
 
+from keras_harden.diagnostics.diagnose import diagnose
 from keras_harden.diagnostics.gradient_monitor import GradientMonitor
+from keras_harden.diagnostics.report import Report
 from keras_harden.diagnostics.spike_guard import SpikeGuard
 
-__all__ = ["GradientMonitor", "SpikeGuard"]
+__all__ = ["GradientMonitor", "Report", "SpikeGuard", "diagnose"]
