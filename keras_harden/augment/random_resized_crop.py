@@ -45,7 +45,8 @@ def resample_matrix(start, length, in_size, out_size):
     crop is magnified, widened to the crop-to-output ratio (antialiasing)
     when it is shrunk; each row is normalized to sum to 1, so edges clamp.
     """
-    scale = length / float(out_size)  # (N,)
+    start = ops.cast(start, "float32")
+    scale = ops.cast(length, "float32") / float(out_size)  # (N,)
     centres = (
         start[:, None]
         + (ops.arange(out_size, dtype="float32")[None, :] + 0.5) * scale[:, None]
@@ -61,6 +62,7 @@ def crop_and_resize(images, boxes, height, width):
     """Crops `boxes` `(N, 4)` = (y0, x0, box height, box width) in pixels from
     each image and resizes to `(height, width)` with two batched matmuls."""
     in_h, in_w = images.shape[1], images.shape[2]
+    images = ops.convert_to_tensor(images, "float32")
     rows = resample_matrix(boxes[:, 0], boxes[:, 2], in_h, height)  # (N, h, H)
     cols = resample_matrix(boxes[:, 1], boxes[:, 3], in_w, width)  # (N, w, W)
     out = ops.einsum("nia,nabc->nibc", rows, images)
