@@ -1,0 +1,95 @@
+"""Golden sequences for the stateful rules (AutoClip's ring buffer, ZClip's
+warm-up and EMA), driven through the wrapper with SGD(1.0) on one scalar, so
+the gradient norm is |g| and the applied step is minus the clipped gradient."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_harden.optimizers import HardenedOptimizer, PercentileClip, ZScoreClip
+from tests.toolkit import assert_config_round_trip
+
+
+def run(rule, norms):
+    w = keras.Variable(np.float32(0.0), name="w")
+    opt = HardenedOptimizer(keras.optimizers.SGD(1.0), clip=rule)
+    opt.build([w])
+    applied = []
+    for g in norms:
+        before = float(w.numpy())
+        opt.apply([keras.ops.convert_to_tensor(np.float32(g))], [w])
+        applied.append(before - float(w.numpy()))
+    return applied, opt
+
+
+def test_percentile_clip_ring_buffer_golden():
+    # history 3, median (linear interpolation over the filled part):
+    # 4 -> [4]        p50 4  -> 4 stays
+    # 2 -> [4, 2]     p50 3  -> 2 stays
+    # 6 -> [4, 2, 6]  p50 4  -> 6 clipped to 4
+    # 1 -> [1, 2, 6]  p50 2  -> 1 stays (slot 0 overwritten)
+    # 10 -> [1, 10, 6] p50 6 -> 10 clipped to 6
+    applied, opt = run(PercentileClip(50.0, history=3), [4.0, 2.0, 6.0, 1.0, 10.0])
+    np.testing.assert_allclose(applied, [4.0, 2.0, 4.0, 1.0, 6.0], rtol=1e-6)
+    rule = opt.rules[0]
+    np.testing.assert_allclose(rule.norm_history.numpy(), [1.0, 10.0, 6.0])
+    assert int(rule.norm_count.numpy()) == 5
+    assert float(opt.clipped_gradient_norm) == pytest.approx(6.0)
+
+
+def test_percentile_clip_default_low_percentile():
+    # p10 of (4, 2): rank 0.1 -> 2 + 0.1 * 2 = 2.2; the second step (2) stays.
+    # Third step 5: window (4, 2, 5), sorted (2, 4, 5), rank 0.2 -> 2.4.
+    applied, _ = run(PercentileClip(), [4.0, 2.0, 5.0])
+    np.testing.assert_allclose(applied, [4.0, 2.0, 2.4], rtol=1e-6)
+
+
+def test_zscore_clip_golden():
+    # alpha 0.5, z_t 1, warm-up 2.
+    # 2:    warm-up mean 2, var 0
+    # 4:    warm-up mean 3, var ((2-3)^2 + (4-3)^2) / 2 = 1
+    # 3.5:  z = 0.5 <= 1, kept; mean 0.5*3 + 0.5*3.5 = 3.25,
+    #       var 0.5*1 + 0.5*(3.5-3.25)^2 = 0.53125
+    # 6.25: excess 3, 9 > 0.53125 -> spike; limit 3.25 + 0.53125/3
+    #       = 3.4270833; mean 0.5*3.25 + 0.5*3.4270833 = 3.3385417,
+    #       var 0.5*0.53125 + 0.5*(3.4270833-3.3385417)^2 = 0.2695448
+    applied, opt = run(
+        ZScoreClip(alpha=0.5, z_threshold=1.0, warmup_steps=2), [2.0, 4.0, 3.5, 6.25]
+    )
+    np.testing.assert_allclose(applied, [2.0, 4.0, 3.5, 3.4270833], rtol=1e-6)
+    rule = opt.rules[0]
+    assert float(rule.norm_mean.numpy()) == pytest.approx(3.3385417, rel=1e-6)
+    assert float(rule.norm_var.numpy()) == pytest.approx(0.2695448, rel=1e-5)
+    assert int(rule.norm_count.numpy()) == 2  # saturates at warmup_steps
+
+
+def test_zscore_clip_max_norm_applies_during_warmup():
+    # max_norm 1 caps from the first step; warm-up statistics use raw norms.
+    applied, opt = run(ZScoreClip(warmup_steps=5, max_norm=1.0), [2.0, 0.5])
+    np.testing.assert_allclose(applied, [1.0, 0.5], rtol=1e-6)
+    assert float(opt.rules[0].norm_mean.numpy()) == pytest.approx(1.25)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: PercentileClip(percentile=0), "Received: percentile=0"),
+        (lambda: PercentileClip(percentile=101.0), "Received: percentile=101.0"),
+        (lambda: PercentileClip(history=0), "Received: history=0"),
+        (lambda: PercentileClip(history=2.5), "Received: history=2.5"),
+        (lambda: ZScoreClip(alpha=1.0), "Received: alpha=1.0"),
+        (lambda: ZScoreClip(z_threshold=-1), "Received: z_threshold=-1"),
+        (lambda: ZScoreClip(warmup_steps=0), "Received: warmup_steps=0"),
+        (lambda: ZScoreClip(max_norm=0.0), "Received: max_norm=0.0"),
+    ],
+)
+def test_argument_errors(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(
+    "rule", [PercentileClip(25.0, 10), ZScoreClip(0.9, 3.0, 5, 10.0)]
+)
+def test_config_round_trip(rule):
+    assert_config_round_trip(rule)
