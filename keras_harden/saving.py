@@ -46,12 +46,27 @@ def save_model(model, path):
     os.close(fd)
     try:
         model.save(tmp)
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+
+def _file_mode(path):
+    """The permissions a new file gets: those of the file replaced, else the
+    usual `0o666` less the umask (`mkstemp` would leave `0o600`)."""
+    if os.path.exists(path):
+        return os.stat(path).st_mode & 0o777
+    return 0o666 & ~_umask()
+
+
+def _umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def _is_saved_model_dir(path):
@@ -198,6 +213,7 @@ def export(model, path):
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
     try:
         archive.write_out(tmp, verbose=False)
+        os.chmod(tmp, _file_mode(path) | 0o111 & ~_umask())  # mkdtemp gives 0o700
         if os.path.exists(path):
             old = tempfile.mkdtemp(prefix=".old-export-", dir=parent)
             os.rmdir(old)
