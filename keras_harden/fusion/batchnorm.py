@@ -39,7 +39,8 @@ def recalibrate_batchnorm(model, data, steps=None, batch_size=32):
         data: the inputs to calibrate on: an array (or list/dict of arrays for
             a multi-input model), an `(x, y)` tuple (labels are ignored), a
             `tf.data.Dataset` or any iterable of batches.
-        steps: at most this many batches (default: all of `data`).
+        steps: at most this many batches (default: all of `data`; give it
+            for a dataset that repeats forever).
         batch_size: batch size used to split arrays (ignored for datasets).
 
     Returns:

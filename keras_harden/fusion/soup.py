@@ -2,7 +2,6 @@
 
 import dataclasses
 import typing
-import warnings
 
 import keras
 import numpy as np
@@ -176,8 +175,7 @@ def greedy_soup(
         candidate = kept + [index]
         assign_average(soup, [models[i] for i in candidate], _uniform(candidate))
         if has_batchnorm and recalibrate is not None:
-            with warnings.catch_warnings():
-                finish_batchnorm(soup, recalibrate, recalibrate_steps, "greedy_soup")
+            finish_batchnorm(soup, recalibrate, recalibrate_steps, "greedy_soup")
         candidate_score = score(soup)
         accepted = better_or_equal(candidate_score, best)
         trace.append({"index": index, "score": candidate_score, "kept": accepted})

@@ -46,9 +46,14 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
 
     Example:
 
-    >>> swa = kh.fusion.StochasticWeightAveraging(start_epoch=15,
-    ...                                           recalibrate=x_train)
-    >>> model.fit(x_train, y_train, epochs=20, callbacks=[swa])  # doctest: +SKIP
+    >>> import numpy as np, keras, keras_harden as kh
+    >>> x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> swa = kh.fusion.StochasticWeightAveraging(start_epoch=2, recalibrate=x)
+    >>> _ = model.fit(x, y, epochs=4, callbacks=[swa], verbose=0)
+    >>> swa.averaged_epochs
+    [2, 3]
 
     References:
         Izmailov et al., "Averaging Weights Leads to Wider Optima and Better
