@@ -1,0 +1,601 @@
+"""The `keras-harden` command line.
+
+    keras-harden demo [--out saved_models/] [--quick]
+    keras-harden diagnose MODEL.keras --data digits|DIR [--steps N] [--plot PNG]
+    keras-harden fuse A.keras B.keras ... --method uniform|greedy|ensemble
+                 [--data digits|DIR] -o OUT.keras
+    keras-harden export MODEL.keras OUT_DIR
+
+Errors (a missing or unreadable file, models that cannot be fused, data that
+does not fit the model) print one line, `keras-harden <command>: error: ...`,
+on stderr and exit with status 1; usage errors exit with status 2. Set
+`KERAS_HARDEN_TRACEBACK=1` to see the full traceback instead.
+"""
+
+import argparse
+import math
+import os
+import sys
+import time
+
+__all__ = ["main"]
+
+
+class CommandError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _check_file(path, what="model"):
+    if not os.path.exists(path):
+        raise CommandError(f"no {what} at {path!r}")
+    return path
+
+
+def _load(path):
+    import keras_harden as kh
+
+    _check_file(path)
+    return kh.load_model(path)
+
+
+def _image_shape(model, path):
+    shape = tuple(model.input_shape) if hasattr(model, "input_shape") else ()
+    if isinstance(shape[0], tuple):
+        raise CommandError(f"{path!r} has several inputs; image data needs one")
+    if len(shape) != 4 or shape[-1] not in (1, 3) or None in shape[1:]:
+        raise CommandError(
+            f"{path!r} takes inputs of shape {shape}; --data needs an image "
+            "model with inputs (height, width, 1 or 3)"
+        )
+    return shape[1], shape[2], shape[3]
+
+
+def _load_data(spec, model, path, split="test"):
+    """`(x, y)` arrays fitting `model`'s input, from "digits" or a folder."""
+    import numpy as np
+
+    import keras_harden as kh
+
+    height, width, channels = _image_shape(model, path)
+    if spec == "digits":
+        if height != width or height % 8:
+            raise CommandError(
+                f"{path!r} takes {height}x{width} images; the digits data comes "
+                "in square sizes that are multiples of 8"
+            )
+        train, test = kh.data.load_digits(image_size=height, channels=channels)
+        return train if split == "train" else test
+    if not os.path.isdir(spec):
+        raise CommandError(
+            f"--data must be 'digits' or a folder of class sub-folders; "
+            f"{spec!r} is neither"
+        )
+    dataset = kh.data.image_folder(spec, image_size=(height, width), batch_size=64)
+    xs, ys = [], []
+    for x, y in dataset:
+        x = np.asarray(x, dtype="float32")
+        if channels == 1 and x.shape[-1] == 3:
+            x = x @ np.array([0.299, 0.587, 0.114], dtype="float32")[:, None]
+        xs.append(x)
+        ys.append(np.asarray(y))
+    if not xs:
+        raise CommandError(f"no images found under {spec!r}")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _accuracy(model, x, y):
+    import numpy as np
+
+    predictions = model.predict(x, verbose=0, batch_size=256)
+    if isinstance(predictions, dict):
+        predictions = next(iter(predictions.values()))
+    return float(np.mean(np.argmax(predictions, axis=-1) == np.asarray(y)))
+
+
+def _loss_for(model, x):
+    """The compiled loss, else sparse categorical cross-entropy (from logits
+    unless the outputs already look like probabilities)."""
+    import keras
+    import numpy as np
+
+    if getattr(model, "loss", None) is not None:
+        return None, "the model's compiled loss"
+    out = np.asarray(model.predict(x[:32], verbose=0))
+    probabilities = bool(
+        out.min() >= 0 and out.max() <= 1 and np.allclose(out.sum(-1), 1, atol=1e-3)
+    )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
+    kind = "probabilities" if probabilities else "logits"
+    return loss, f"sparse categorical cross-entropy on {kind}"
+
+
+# -- diagnose ------------------------------------------------------------------
+
+
+def _cmd_diagnose(args):
+    import keras_harden as kh
+
+    model = _load(args.model)
+    x, y = _load_data(args.data, model, args.model, split="train")
+    loss, loss_text = _loss_for(model, x)
+    report = kh.diagnostics.diagnose(model, (x, y), loss=loss, steps=args.steps)
+    print(f"# {args.model} on {args.data} ({loss_text})\n")
+    print(report.to_markdown())
+    if args.plot:
+        print(f"plot: {report.plot(args.plot)}")
+    return 0
+
+
+# -- fuse ----------------------------------------------------------------------
+
+
+def _cmd_fuse(args):
+    import keras_harden as kh
+
+    if not args.output.endswith(".keras"):
+        raise CommandError(f"-o must name a .keras file; got {args.output!r}")
+    if len(args.models) < 2:
+        raise CommandError("fuse needs at least two models")
+    for path in args.models:
+        _check_file(path)
+    if args.method == "greedy" and not args.data:
+        raise CommandError("--method greedy needs --data (held-out images to score)")
+    models = [_load(path) for path in args.models]
+    data = _load_data(args.data, models[0], args.models[0]) if args.data else None
+    if args.method != "ensemble":
+        kh.fusion.check_compatible(models)
+    if args.method == "uniform":
+        recalibrate = data[0] if data is not None else None
+        fused = kh.fusion.average_weights(models, recalibrate=recalibrate)
+        detail = f"uniform soup of {len(models)} models"
+    elif args.method == "greedy":
+        fused, report = kh.fusion.greedy_soup(models, data)
+        detail = f"greedy soup keeping models {report.kept}"
+    else:
+        fused = kh.fusion.ensemble(models, method="average")
+        detail = f"output-averaging ensemble of {len(models)} models"
+    if data is not None:
+        for path, model in zip(args.models, models, strict=True):
+            print(f"{path}: accuracy {_accuracy(model, *data):.4f}")
+        print(f"{detail}: accuracy {_accuracy(fused, *data):.4f}")
+    else:
+        print(detail)
+    kh.save_model(fused, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+# -- export --------------------------------------------------------------------
+
+
+def _cmd_export(args):
+    import numpy as np
+
+    import keras_harden as kh
+
+    model = _load(args.model)
+    path = kh.export(model, args.out_dir)
+    reloaded = kh.load_model(path)
+    shape = [d or 2 for d in model.input_shape[1:]]
+    x = np.random.default_rng(0).uniform(0, 255, size=[2, *shape]).astype("float32")
+    diff = float(
+        np.max(np.abs(reloaded.predict(x, verbose=0) - model.predict(x, verbose=0)))
+    )
+    print(f"wrote SavedModel {path} (serve = model(x, training=False))")
+    print(f"reloaded: max |serve(x) - model.predict(x)| = {diff:.2e}")
+    if not diff <= 1e-4:
+        raise CommandError(f"exported model disagrees with {args.model!r} ({diff:.2e})")
+    return 0
+
+
+# -- demo ----------------------------------------------------------------------
+
+
+DEMO_DEPTH = 10
+DEMO_WIDTH = 64
+DEMO_LR = 0.05
+
+
+class _StepRecorder:
+    """Per-batch loss (from the loss tracker's running sums, so the loss of
+    that batch alone) as a Keras callback."""
+
+    def __new__(cls):
+        import keras
+
+        class Recorder(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.losses = []
+                self._previous = (0.0, 0.0)
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._previous = (0.0, 0.0)
+
+            def on_train_batch_end(self, batch, logs=None):
+                tracker = next(m for m in self.model.metrics if m.name == "loss")
+                total = float(keras.ops.convert_to_numpy(tracker.total))
+                count = float(keras.ops.convert_to_numpy(tracker.count))
+                prev_total, prev_count = self._previous
+                if count < prev_count:  # reset by a SpikeGuard rollback
+                    prev_total, prev_count = 0.0, 0.0
+                self._previous = (total, count)
+                step = count - prev_count
+                self.losses.append((total - prev_total) / step if step else math.nan)
+
+        return Recorder()
+
+
+def _demo_net(kernel_init, augmentation=None, name="net"):
+    """A deep plain ReLU MLP for 8x8 digits (no normalisation, no residuals)."""
+    import keras
+
+    layers = [keras.Input((8, 8, 1))]
+    if augmentation is not None:
+        layers.append(augmentation)
+    layers += [keras.layers.Rescaling(1 / 255), keras.layers.Flatten()]
+    for i in range(DEMO_DEPTH):
+        layers.append(
+            keras.layers.Dense(
+                DEMO_WIDTH, activation="relu", kernel_initializer=kernel_init(i)
+            )
+        )
+    layers.append(keras.layers.Dense(10, kernel_initializer=kernel_init(DEMO_DEPTH)))
+    return keras.Sequential(layers, name=name)
+
+
+def _diverged(losses):
+    """Non-finite, or above 10x the loss of guessing (ln 10 for 10 classes)."""
+    return any(not math.isfinite(v) or v > 10 * math.log(10) for v in losses)
+
+
+def _plot_demo(path_loss, path_grad, runs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 4))
+    for label, losses in runs["loss"]:
+        values = [v if math.isfinite(v) and v > 0 else math.nan for v in losses]
+        ax.plot(range(len(values)), values, label=label, linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("batch loss")
+    ax.set_title("digits, 10-layer plain ReLU net, SGD(0.05, momentum 0.9)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path_loss, dpi=100)
+    plt.close(figure)
+
+    figure, ax = plt.subplots(figsize=(7, 4))
+    for label, steps, values in runs["grad"]:
+        values = [v if math.isfinite(v) and v > 0 else math.nan for v in values]
+        ax.plot(steps, values, label=label, linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("global gradient norm")
+    ax.set_title("gradient norm (GradientMonitor)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path_grad, dpi=100)
+    plt.close(figure)
+
+
+def _table(rows):
+    header = ("run", "test accuracy", "diverged?", "time (s)")
+    lines = [header] + [
+        (r[0], f"{r[1]:.4f}", "yes" if r[2] else "no", f"{r[3]:.1f}") for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    out = []
+    for n, line in enumerate(lines):
+        out.append(
+            "| "
+            + " | ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+            )
+            + " |"
+        )
+        if n == 0:
+            out.append(
+                "| "
+                + " | ".join(
+                    "-" * w if i == 0 else "-" * (w - 1) + ":"
+                    for i, w in enumerate(widths)
+                )
+                + " |"
+            )
+    return "\n".join(out)
+
+
+def _cmd_demo(args):
+    import keras
+    import numpy as np
+
+    import keras_harden as kh
+
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    quick = args.quick
+    epochs_plain, epochs_hard, epochs_tune, n_tunes = (
+        (2, 4, 1, 3) if quick else (10, 20, 4, 5)
+    )
+    start_all = time.time()
+    keras.utils.set_random_seed(0)
+    (x_all, y_all), (x_test, y_test) = kh.data.load_digits()
+    x, y = x_all[:-300], y_all[:-300]
+    x_val, y_val = x_all[-300:], y_all[-300:]
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    rows = []
+    plots = {"loss": [], "grad": []}
+
+    def he_times(scale):
+        return lambda i: keras.initializers.VarianceScaling(
+            2.0 * scale**2, "fan_in", "truncated_normal", seed=i
+        )
+
+    print("== 1. a deliberately unstable setup ==")
+    print(
+        f"{DEMO_DEPTH}-layer plain ReLU MLP, He init scaled 1.5x, "
+        f"SGD(learning_rate={DEMO_LR}, momentum=0.9)."
+    )
+    plain = _demo_net(he_times(1.5), name="plain")
+    plain.compile(
+        optimizer=keras.optimizers.SGD(DEMO_LR, momentum=0.9),
+        loss=loss,
+        metrics=["accuracy"],
+    )
+    report = kh.diagnostics.diagnose(plain, (x, y), steps=5)
+    print(
+        f"kh.diagnostics.diagnose: {report.verdict}; layers responsible: "
+        f"{len(report.layers)} of {len(report.stats)}; first advice: "
+        f"{report.recommendations[0]}"
+    )
+    with open(os.path.join(out, "demo_diagnosis.md"), "w") as f:
+        f.write(report.to_markdown())
+    report.plot(os.path.join(out, "demo_diagnosis.png"))
+    monitor = kh.diagnostics.GradientMonitor(per_layer=False, data=(x[:64], y[:64]))
+    recorder = _StepRecorder()
+    t = time.time()
+    plain.fit(
+        x,
+        y,
+        epochs=epochs_plain,
+        batch_size=32,
+        callbacks=[recorder, monitor, keras.callbacks.TerminateOnNaN()],
+    )
+    plain_time = time.time() - t
+    plain_diverged = _diverged(recorder.losses)
+    rows.append(
+        (
+            "plain: 1.5x He init + SGD",
+            _accuracy(plain, x_test, y_test),
+            plain_diverged,
+            plain_time,
+        )
+    )
+    plots["loss"].append(("plain SGD, 1.5x He init", recorder.losses))
+    plots["grad"].append(
+        (
+            "plain SGD (norm on a probe batch)",
+            [r["step"] for r in monitor.records],
+            [r.get("grad_norm", math.nan) for r in monitor.records],
+        )
+    )
+    print(f"-> diverged: {'yes' if plain_diverged else 'no'}")
+
+    print("\n== 2. the same net and optimizer, hardened ==")
+    print(
+        "kh.initializers.DeltaOrthogonal(gain=sqrt(2)) init, "
+        "kh.optimizers.AdaptiveGradientClipping(SGD), "
+        'kh.augment.pipeline("light", flip=None), SpikeGuard + GradientMonitor.'
+    )
+
+    def hardened_net(seed, name):
+        return _demo_net(
+            lambda i: kh.initializers.DeltaOrthogonal(gain=2**0.5, seed=seed + i),
+            augmentation=kh.augment.pipeline("light", flip=None, seed=seed),
+            name=name,
+        )
+
+    def hardened_optimizer(lr):
+        return kh.optimizers.AdaptiveGradientClipping(
+            keras.optimizers.SGD(lr, momentum=0.9)
+        )
+
+    base = hardened_net(0, "hardened")
+    base.compile(optimizer=hardened_optimizer(DEMO_LR), loss=loss, metrics=["accuracy"])
+    check = kh.diagnostics.diagnose(base, (x, y), steps=5)
+    print(f"kh.diagnostics.diagnose: {check.verdict}")
+    monitor = kh.diagnostics.GradientMonitor(per_layer=False)
+    guard = kh.diagnostics.SpikeGuard()
+    recorder = _StepRecorder()
+    t = time.time()
+    base.fit(
+        x,
+        y,
+        epochs=epochs_hard,
+        batch_size=32,
+        callbacks=[recorder, monitor, guard],
+    )
+    base_time = time.time() - t
+    base_diverged = _diverged(recorder.losses)
+    rows.append(
+        (
+            "hardened: kh init + AGC + augment",
+            _accuracy(base, x_test, y_test),
+            base_diverged,
+            base_time,
+        )
+    )
+    plots["loss"].append(("hardened (kh init, AGC, augment)", recorder.losses))
+    steps = [r["step"] for r in monitor.records]
+    plots["grad"].append(
+        ("hardened, before clipping", steps, [r["grad_norm"] for r in monitor.records])
+    )
+    plots["grad"].append(
+        (
+            "hardened, after clipping",
+            steps,
+            [r["clipped_grad_norm"] for r in monitor.records],
+        )
+    )
+    print(f"-> SpikeGuard rollbacks: {len(guard.events)}")
+
+    print(f"\n== 3. {n_tunes} fine-tunes of the hardened net, one greedy soup ==")
+    # Each fine-tune starts from the hardened net's weights and optimizer
+    # state with its own learning rate and data order. They reuse the trained
+    # model object (restoring its state each time), so the training step is
+    # traced once; each result is kept as a separate model for the soup.
+    start_weights = [np.array(w) for w in base.get_weights()]
+    start_optimizer = [
+        np.array(keras.ops.convert_to_numpy(v)) for v in base.optimizer.variables
+    ]
+    tunes = []
+    for k in range(n_tunes):
+        base.set_weights(start_weights)
+        for variable, value in zip(
+            base.optimizer.variables, start_optimizer, strict=True
+        ):
+            variable.assign(value)
+        base.optimizer.learning_rate = DEMO_LR * (0.5 + 0.25 * k)
+        keras.utils.set_random_seed(100 + k)
+        t = time.time()
+        history = base.fit(x, y, epochs=epochs_tune, batch_size=32, verbose=2)
+        tune = keras.models.clone_model(base)
+        tune.set_weights(base.get_weights())
+        rows.append(
+            (
+                f"fine-tune {k} (lr {DEMO_LR * (0.5 + 0.25 * k):g})",
+                _accuracy(tune, x_test, y_test),
+                _diverged(history.history["loss"]),
+                time.time() - t,
+            )
+        )
+        tunes.append(tune)
+    t = time.time()
+    soup, soup_report = kh.fusion.greedy_soup(tunes, (x_val, y_val))
+    soup_time = time.time() - t
+    print(soup_report)
+    rows.append(
+        (
+            f"greedy soup of fine-tunes {soup_report.kept}",
+            _accuracy(soup, x_test, y_test),
+            False,
+            soup_time,
+        )
+    )
+
+    print("\n== 4. save, export, reload ==")
+    keras_path = kh.save_model(soup, os.path.join(out, "demo_soup.keras"))
+    saved_path = kh.export(soup, os.path.join(out, "demo_soup_savedmodel"))
+    expected = soup.predict(x_test, verbose=0)
+    diffs = {}
+    for label, path in (("keras", keras_path), ("SavedModel", saved_path)):
+        reloaded = kh.load_model(path)
+        diffs[label] = float(
+            np.max(np.abs(reloaded.predict(x_test, verbose=0) - expected))
+        )
+        print(f"{path}: max |reloaded - soup| = {diffs[label]:.2e}")
+    match = all(d <= 1e-4 for d in diffs.values())
+
+    print("\n== 5. results (digits test set, 450 images) ==")
+    loss_png = os.path.join(out, "demo_loss.png")
+    grad_png = os.path.join(out, "demo_grad_norm.png")
+    _plot_demo(loss_png, grad_png, plots)
+    print(_table(rows))
+    print(
+        f"reloaded .keras and SavedModel outputs match the soup: "
+        f"{'yes' if match else 'NO'}"
+    )
+    print(f"plots: {loss_png}, {grad_png}, {os.path.join(out, 'demo_diagnosis.png')}")
+    print(f"total time: {time.time() - start_all:.1f} s")
+    if not match:
+        raise CommandError("reloaded models do not match the soup")
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-harden",
+        description="Keep Keras training from blowing up; diagnose, fuse and "
+        "export models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo", help="the whole library on the digits data (the main job)"
+    )
+    demo.add_argument("--out", default="saved_models/", help="output folder")
+    demo.add_argument(
+        "--quick", action="store_true", help="fewer epochs (under a minute)"
+    )
+    demo.set_defaults(func=_cmd_demo)
+
+    diagnose = sub.add_parser("diagnose", help="is this model's training sane?")
+    diagnose.add_argument("model", help="a .keras file or SavedModel folder")
+    diagnose.add_argument(
+        "--data", required=True, help="'digits' or a folder of class sub-folders"
+    )
+    diagnose.add_argument("--steps", type=int, default=10, help="batches to use")
+    diagnose.add_argument("--plot", help="also write the report as this PNG")
+    diagnose.set_defaults(func=_cmd_diagnose)
+
+    fuse = sub.add_parser("fuse", help="merge models into one")
+    fuse.add_argument("models", nargs="+", help="two or more .keras files")
+    fuse.add_argument(
+        "--method", choices=("uniform", "greedy", "ensemble"), default="greedy"
+    )
+    fuse.add_argument("--data", help="'digits' or a folder (held-out images)")
+    fuse.add_argument("-o", "--output", required=True, help="the .keras to write")
+    fuse.set_defaults(func=_cmd_fuse)
+
+    export = sub.add_parser("export", help="write an inference-mode SavedModel")
+    export.add_argument("model", help="a .keras file")
+    export.add_argument("out_dir", help="the SavedModel folder to write")
+    export.set_defaults(func=_cmd_export)
+    return parser
+
+
+def _one_line(error):
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def main(argv=None):
+    """Runs the `keras-harden` command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    _quiet_tensorflow()
+    try:
+        for name in ("model",):
+            if hasattr(args, name):
+                _check_file(getattr(args, name))
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"keras-harden {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line, no traceback
+        if os.environ.get("KERAS_HARDEN_TRACEBACK"):
+            raise
+        print(
+            f"keras-harden {args.command}: error: {_one_line(error)}", file=sys.stderr
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The `keras-harden` command line, through its entry point (subprocess) for
+the demo and the error contract, and through `main(argv)` for the rest."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_harden as kh
+from keras_harden.cli import main
+from tests.toolkit import small_classifier
+
+ENTRY = os.path.join(os.path.dirname(sys.executable), "keras-harden")
+
+
+def _run(*args, module=False):
+    command = [sys.executable, "-m", "keras_harden"] if module else [ENTRY]
+    return subprocess.run(
+        command + [str(a) for a in args], capture_output=True, text=True, timeout=300
+    )
+
+
+def _last_line(text):
+    return [line for line in text.splitlines() if line.strip()][-1]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, digits):
+    """Two compatible trained classifiers, one of another shape, one corrupt."""
+    (x, y), _ = digits
+    folder = tmp_path_factory.mktemp("models")
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    paths = {}
+    start = small_classifier(seed=0)
+    for name, seed in (("a", 1), ("b", 2)):
+        model = small_classifier(seed=0)
+        model.set_weights(start.get_weights())
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss)
+        keras.utils.set_random_seed(seed)
+        model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+        paths[name] = kh.save_model(model, folder / f"{name}.keras")
+    inputs = keras.Input((8, 8, 1))
+    other = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    paths["other"] = kh.save_model(other, folder / "other.keras")
+    corrupt = folder / "corrupt.keras"
+    corrupt.write_bytes(open(paths["a"], "rb").read()[:300])
+    paths["corrupt"] = str(corrupt)
+    keras.utils.clear_session()
+    return paths
+
+
+@pytest.mark.slow
+def test_demo_quick_through_the_entry_point(tmp_path):
+    out = tmp_path / "saved_models"
+    result = _run("demo", "--quick", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout
+    for name in (
+        "demo_soup.keras",
+        "demo_loss.png",
+        "demo_grad_norm.png",
+        "demo_diagnosis.png",
+        "demo_diagnosis.md",
+    ):
+        assert (out / name).is_file(), name
+    assert (out / "demo_soup_savedmodel" / "saved_model.pb").is_file()
+    assert "kh.diagnostics.diagnose: exploding" in text
+    assert "kh.diagnostics.diagnose: healthy" in text
+    assert "| run" in text and "| test accuracy |" in text
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2:4]
+        for line in text.splitlines()
+        if line.startswith("| ") and "---" not in line
+    }
+    plain = next(v for k, v in rows.items() if k.startswith("plain"))
+    hardened = next(v for k, v in rows.items() if k.startswith("hardened"))
+    soup = next(v for k, v in rows.items() if k.startswith("greedy soup"))
+    assert plain[1].strip() == "yes" and hardened[1].strip() == "no"
+    assert float(hardened[0]) > float(plain[0]) + 0.3
+    assert float(soup[0]) > 0.5
+    assert "outputs match the soup: yes" in text
+    # the files written are what the demo says: reload and compare
+    soup_model = kh.load_model(out / "demo_soup.keras")
+    (_, _), (xt, _) = kh.data.load_digits()
+    served = kh.load_model(out / "demo_soup_savedmodel")
+    np.testing.assert_allclose(
+        served.predict(xt[:32], verbose=0),
+        soup_model.predict(xt[:32], verbose=0),
+        atol=1e-4,
+    )
+
+
+def test_missing_model_is_one_line_without_traceback(tmp_path):
+    result = _run("diagnose", tmp_path / "missing.keras", "--data", "digits")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert _last_line(result.stderr) == (
+        f"keras-harden diagnose: error: no model at '{tmp_path / 'missing.keras'}'"
+    )
+
+
+def test_unreadable_and_mismatched_models_through_python_m(models, tmp_path):
+    result = _run("export", models["corrupt"], tmp_path / "sm", module=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = _last_line(result.stderr)
+    assert line.startswith("keras-harden export: error: ")
+    assert "corrupt.keras" in line
+    assert not (tmp_path / "sm").exists()
+
+
+def test_mismatched_models_cannot_be_averaged(models, tmp_path, capsys):
+    out = tmp_path / "fused.keras"
+    code = main(
+        ["fuse", models["a"], models["other"], "--method", "uniform", "-o", str(out)]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("keras-harden fuse: error: ")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("method", ["uniform", "greedy", "ensemble"])
+def test_fuse_writes_a_loadable_model(models, tmp_path, capsys, method, digits):
+    out = tmp_path / f"{method}.keras"
+    code = main(
+        [
+            "fuse",
+            models["a"],
+            models["b"],
+            "--method",
+            method,
+            "--data",
+            "digits",
+            "-o",
+            str(out),
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert f"wrote {out}" in text
+    fused = kh.load_model(out)
+    _, (xt, yt) = digits
+    accuracy = float(np.mean(np.argmax(fused.predict(xt, verbose=0), -1) == yt))
+    # the accuracy the command printed is the saved model's
+    assert f"accuracy {accuracy:.4f}" in text.splitlines()[-2]
+    if method == "ensemble":
+        assert [layer.name for layer in fused.layers][1:3] == ["member_0", "member_1"]
+
+
+def test_greedy_needs_data(models, tmp_path, capsys):
+    code = main(["fuse", models["a"], models["b"], "-o", str(tmp_path / "s.keras")])
+    assert code == 1
+    assert "--method greedy needs --data" in capsys.readouterr().err
+
+
+def test_diagnose_prints_a_report_and_plot(models, tmp_path, capsys):
+    png = tmp_path / "report.png"
+    code = main(
+        [
+            "diagnose",
+            models["a"],
+            "--data",
+            "digits",
+            "--steps",
+            "2",
+            "--plot",
+            str(png),
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "## Diagnosis: **healthy**" in text
+    assert "(the model's compiled loss)" in text
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_diagnose_on_an_image_folder(models, tmp_path, capsys, digits):
+    (x, y), _ = digits
+    for label in (0, 1):
+        folder = tmp_path / "images" / f"class_{label}"
+        folder.mkdir(parents=True)
+        for i, image in enumerate(x[y == label][:6]):
+            keras.utils.save_img(folder / f"{i}.png", np.repeat(image, 3, -1))
+    # "other" was saved uncompiled: the loss is chosen from its outputs
+    code = main(
+        [
+            "diagnose",
+            models["other"],
+            "--data",
+            str(tmp_path / "images"),
+            "--steps",
+            "1",
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "## Diagnosis:" in text and "- batches: 1;" in text
+    assert "sparse categorical cross-entropy on logits" in text
+
+
+def test_bad_data_argument(models, capsys):
+    code = main(["diagnose", models["a"], "--data", "no-such-folder"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'no-such-folder' is neither" in err
+
+
+def test_export_writes_a_serving_savedmodel(models, tmp_path, capsys):
+    code = main(["export", models["a"], str(tmp_path / "sm")])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert (tmp_path / "sm" / "saved_model.pb").is_file()
+    assert "max |serve(x) - model.predict(x)|" in text
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fuse", "a.keras", "--method", "median", "-o", "x.keras"])
+    assert info.value.code == 2
+    assert "invalid choice: 'median'" in capsys.readouterr().err
