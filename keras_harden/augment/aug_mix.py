@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_harden.augment import ops as aug_ops
 from keras_harden.augment._layer import AugmentLayer
-from keras_harden.augment.rand_augment import draw_strengths
+from keras_harden.augment.rand_augment import pick, signed_strengths
 
 # AugMix's default set leaves out the operations that overlap with the
 # corruptions of ImageNet-C / CIFAR-C (colour, contrast, brightness, sharpness).
@@ -123,21 +123,24 @@ class AugMix(AugmentLayer):
         weights = keras.random.gamma((n, self.num_chains), self.alpha, seed=seed)
         weights = weights / ops.sum(weights, axis=1, keepdims=True)
         blend = keras.random.beta((n,), self.alpha, self.alpha, seed=seed)
+        # One draw for all chains and steps: operation, level, sign; and depth.
+        draws = keras.random.uniform((n, self.num_chains, high, 3), seed=seed)
+        depths = low + pick(
+            keras.random.uniform((n, self.num_chains), seed=seed), high - low + 1
+        )
         mix = ops.zeros_like(images)
         for c in range(self.num_chains):
-            depth = keras.random.randint((n,), low, high + 1, dtype="int32", seed=seed)
             chain = images
             for step in range(high):
-                choice = keras.random.randint(
-                    (n,), 0, ops_count, dtype="int32", seed=seed
+                choice = pick(draws[:, c, step, 0], ops_count)
+                # Steps past this chain's depth apply the padding identity.
+                choice = ops.where(step < depths[:, c], choice, ops_count)
+                level = draws[:, c, step, 1] * float(self.magnitude)
+                strength = signed_strengths(
+                    self._names, choice, level, draws[:, c, step, 2]
                 )
-                choice = ops.where(step < depth, choice, ops_count)
-                level = keras.random.uniform(
-                    (n,), 0.0, float(self.magnitude), seed=seed
-                )
-                strength = draw_strengths(self._names, choice, level, seed)
                 chain = aug_ops.apply_transforms(self._names, choice, chain, strength)
-            mix = mix + weights[:, c, None, None, None] * chain
+        mix = mix + weights[:, c, None, None, None] * chain
         blend = blend[:, None, None, None]
         return ops.clip((1.0 - blend) * images + blend * mix, 0.0, 1.0)
 

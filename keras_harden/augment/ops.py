@@ -392,7 +392,42 @@ def apply_transforms(names, choice, images, strength):
     choice = ops.cast(choice, "int32")
     group = ops.take(ops.convert_to_tensor(group_of, "int32"), choice)
     kind = ops.take(ops.convert_to_tensor(kind_of, "int32"), choice)
+    if dynamic_shapes():
+        trace = _traced_once(tuple(names), tuple(images.shape[1:]), fns)
+        return trace(group, images, ops.cast(strength, "float32"), kind)
     return apply_per_image(fns, group, images, strength, kind)
+
+
+_TRACED = {}
+
+
+def _traced_once(names, image_shape, fns):
+    """The grouped dispatch for one operation set as a `tf.function`, traced
+    once per set and image shape (any batch size) and then called as one graph
+    function: the slots of RandAugment and the chain steps of AugMix reuse one
+    trace instead of adding the whole dispatch to the graph again (tracing is
+    what dominates building a `tf.data` map), and eager calls run as a graph.
+    """
+    key = (names, image_shape)
+    if key not in _TRACED:
+        import tensorflow as tf
+
+        def dispatch(group, images, strength, kind):
+            return _grouped(fns, group, images, (strength, kind))
+
+        vector = (None,)
+        _TRACED[key] = tf.function(
+            dispatch,
+            input_signature=[
+                tf.TensorSpec(vector, tf.int32),
+                tf.TensorSpec(vector + image_shape, tf.float32),
+                tf.TensorSpec(vector, tf.float32),
+                tf.TensorSpec(vector, tf.int32),
+            ],
+            autograph=False,
+            experimental_attributes={"_noinline": True},
+        )
+    return _TRACED[key]
 
 
 def _ignore_kind(fn):

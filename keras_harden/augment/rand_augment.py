@@ -19,13 +19,17 @@ def check_operations(operations):
     return list(operations)
 
 
-def draw_strengths(names, choice, magnitude, seed_generator):
-    """Signed strengths `(N,)`: `magnitude` with a random sign for the chosen
+def pick(uniform, count):
+    """Integers in `[0, count)` from uniform draws in `[0, 1)`."""
+    return ops.minimum(ops.cast(ops.floor(uniform * count), "int32"), count - 1)
+
+
+def signed_strengths(names, choice, magnitude, coin):
+    """Strengths `(N,)`: `magnitude`, negated where `coin < 0.5` for the chosen
     operations that have a direction."""
     signed = ops.convert_to_tensor([name in aug_ops.SIGNED for name in names])
-    coin = keras.random.uniform(ops.shape(choice), seed=seed_generator)
-    sign = ops.where(ops.logical_and(ops.take(signed, choice), coin < 0.5), -1.0, 1.0)
-    return magnitude * sign
+    flip = ops.logical_and(ops.take(signed, choice), coin < 0.5)
+    return magnitude * ops.where(flip, -1.0, 1.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -109,23 +113,22 @@ class RandAugment(AugmentLayer):
         self._names = self.operations or list(aug_ops.TRANSFORMS)
 
     def augment(self, images):
-        batch = (ops.shape(images)[0],)
-        for _ in range(self.num_ops):
-            choice = keras.random.randint(
-                batch, 0, len(self._names), dtype="int32", seed=self.seed_generator
+        # One draw for every slot: operation, sign (and the magnitude spread).
+        n = ops.shape(images)[0]
+        draws = keras.random.uniform((n, self.num_ops, 2), seed=self.seed_generator)
+        magnitude = float(self.magnitude)
+        if self.magnitude_stddev > 0:
+            magnitude = keras.random.normal(
+                (n, self.num_ops),
+                self.magnitude,
+                self.magnitude_stddev,
+                seed=self.seed_generator,
             )
-            magnitude = float(self.magnitude)
-            if self.magnitude_stddev > 0:
-                magnitude = keras.random.normal(
-                    batch,
-                    self.magnitude,
-                    self.magnitude_stddev,
-                    seed=self.seed_generator,
-                )
-                magnitude = ops.clip(magnitude, 0.0, 1.0)
-            strength = draw_strengths(
-                self._names, choice, magnitude, self.seed_generator
-            )
+            magnitude = ops.clip(magnitude, 0.0, 1.0)
+        for slot in range(self.num_ops):
+            choice = pick(draws[:, slot, 0], len(self._names))
+            level = magnitude if isinstance(magnitude, float) else magnitude[:, slot]
+            strength = signed_strengths(self._names, choice, level, draws[:, slot, 1])
             images = aug_ops.apply_transforms(self._names, choice, images, strength)
         return images
 

@@ -73,11 +73,11 @@ class RandomChoice(keras.layers.Layer):
                 f"Received: layers={layers!r}"
             )
         if weights is not None:
-            weights = [float(w) for w in weights]
+            given, weights = weights, [float(w) for w in weights]
             if len(weights) != len(layers) or min(weights) < 0 or sum(weights) <= 0:
                 raise ValueError(
                     "`weights` must be one non-negative number per layer, not all "
-                    f"zero. Received: weights={weights!r}"
+                    f"zero. Received: weights={given!r}"
                 )
         self.choice_layers = list(layers)
         self.weights_ = weights

@@ -5,7 +5,11 @@ from keras import ops
 
 from keras_harden.augment import ops as aug_ops
 from keras_harden.augment._layer import AugmentLayer
-from keras_harden.augment.rand_augment import check_operations, draw_strengths
+from keras_harden.augment.rand_augment import (
+    check_operations,
+    pick,
+    signed_strengths,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -50,12 +54,10 @@ class TrivialAugment(AugmentLayer):
         self._names = self.operations or list(aug_ops.TRANSFORMS)
 
     def augment(self, images):
-        batch = (ops.shape(images)[0],)
-        choice = keras.random.randint(
-            batch, 0, len(self._names), dtype="int32", seed=self.seed_generator
-        )
-        magnitude = keras.random.uniform(batch, seed=self.seed_generator)
-        strength = draw_strengths(self._names, choice, magnitude, self.seed_generator)
+        n = ops.shape(images)[0]
+        draws = keras.random.uniform((n, 3), seed=self.seed_generator)
+        choice = pick(draws[:, 0], len(self._names))
+        strength = signed_strengths(self._names, choice, draws[:, 1], draws[:, 2])
         return aug_ops.apply_transforms(self._names, choice, images, strength)
 
     def get_config(self):

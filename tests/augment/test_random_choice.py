@@ -1,0 +1,61 @@
+"""RandomChoice: one of several layers per image."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_harden as kh
+from tests.toolkit import assert_config_round_trip
+
+
+def test_each_image_gets_one_of_the_layers():
+    x = np.random.default_rng(0).uniform(1, 2, (60, 3, 3, 1)).astype("float32")
+    scales = (0.5, 2.0, 3.0)
+    layer = kh.augment.RandomChoice([keras.layers.Rescaling(s) for s in scales], seed=0)
+    out = np.asarray(layer(x))
+    picked = []
+    for o, xi in zip(out, x, strict=True):
+        matches = [s for s in scales if np.allclose(o, s * xi)]
+        assert len(matches) == 1
+        picked.append(matches[0])
+    counts = [picked.count(s) for s in scales]
+    assert min(counts) >= 8, counts
+
+
+def test_weights_and_inference():
+    x = np.ones((5, 2, 2, 1), "float32")
+    layer = kh.augment.RandomChoice(
+        [keras.layers.Rescaling(0.5), keras.layers.Rescaling(2.0)],
+        weights=[0, 1],
+        seed=1,
+    )
+    np.testing.assert_array_equal(np.asarray(layer(x)), 2 * x)
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+
+
+def test_seeded_reproducible():
+    x = np.random.default_rng(1).uniform(0, 255, (8, 8, 8, 3)).astype("float32")
+
+    def make():
+        return kh.augment.RandomChoice(
+            [kh.augment.TrivialAugment(seed=1), keras.layers.RandomFlip(seed=2)], seed=3
+        )
+
+    np.testing.assert_array_equal(np.asarray(make()(x)), np.asarray(make()(x)))
+
+
+def test_config_round_trip_and_errors():
+    layer = kh.augment.RandomChoice(
+        [keras.layers.RandomFlip(seed=1), kh.augment.RandAugment(seed=2)],
+        [1, 3],
+        seed=4,
+    )
+    clone = assert_config_round_trip(layer)
+    assert [type(x) for x in clone.choice_layers] == [
+        keras.layers.RandomFlip,
+        kh.augment.RandAugment,
+    ]
+    with pytest.raises(ValueError, match=r"Received: layers=\[\]$"):
+        kh.augment.RandomChoice([])
+    with pytest.raises(ValueError, match=r"Received: weights=\[1\]$"):
+        kh.augment.RandomChoice([keras.layers.Identity()] * 2, weights=[1])
