@@ -233,6 +233,11 @@ class _StepRecorder:
         return Recorder()
 
 
+def _tune_lr(k):
+    """Fine-tunes use smaller learning rates than the first run."""
+    return round(DEMO_LR * (0.2 + 0.1 * k), 6)
+
+
 def _demo_net(kernel_init, augmentation=None, name="net"):
     """A deep plain ReLU MLP for 8x8 digits (no normalisation, no residuals)."""
     import keras
@@ -266,6 +271,12 @@ def _plot_demo(path_loss, path_grad, runs):
     for label, losses in runs["loss"]:
         values = [v if math.isfinite(v) and v > 0 else math.nan for v in losses]
         ax.plot(range(len(values)), values, label=label, linewidth=1)
+        if len(values) and any(not math.isfinite(v) for v in losses):
+            last = max(i for i, v in enumerate(values) if not math.isnan(v))
+            ax.plot([last], [values[last]], "rx")
+            ax.annotate(
+                " NaN/Inf next: run lost", (last, values[last]), color="tab:red"
+            )
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("batch loss")
@@ -325,6 +336,10 @@ def _cmd_demo(args):
 
     import keras_harden as kh
 
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")  # retracing notes from many models
     out = args.out
     os.makedirs(out, exist_ok=True)
     quick = args.quick
@@ -469,7 +484,7 @@ def _cmd_demo(args):
             base.optimizer.variables, start_optimizer, strict=True
         ):
             variable.assign(value)
-        base.optimizer.learning_rate = DEMO_LR * (0.5 + 0.25 * k)
+        base.optimizer.learning_rate = _tune_lr(k)
         keras.utils.set_random_seed(100 + k)
         t = time.time()
         history = base.fit(x, y, epochs=epochs_tune, batch_size=32, verbose=2)
@@ -477,7 +492,7 @@ def _cmd_demo(args):
         tune.set_weights(base.get_weights())
         rows.append(
             (
-                f"fine-tune {k} (lr {DEMO_LR * (0.5 + 0.25 * k):g})",
+                f"fine-tune {k} (lr {_tune_lr(k):g})",
                 _accuracy(tune, x_test, y_test),
                 _diverged(history.history["loss"]),
                 time.time() - t,
