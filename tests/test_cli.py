@@ -53,6 +53,7 @@ def models(tmp_path_factory, digits):
 
 
 @pytest.mark.slow
+@pytest.mark.tf_only
 def test_demo_quick_through_the_entry_point(tmp_path):
     out = tmp_path / "saved_models"
     result = _run("demo", "--quick", "--out", out)
