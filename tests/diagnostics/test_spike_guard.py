@@ -182,3 +182,19 @@ def test_bad_arguments(kwargs, message):
 
 def test_config_round_trip():
     assert_config_round_trip(SpikeGuard(threshold=3.0, patience=2, max_rollbacks=1))
+
+
+@pytest.mark.slow
+def test_patience_tolerates_a_single_spike_but_not_two(digits):
+    x, y, w = _data(digits, bad_batches=[8], how="spike")
+    guard = SpikeGuard(patience=1, verbose=0)
+    _fit(_model(), x, y, w, [guard])
+    assert guard.events == []
+    x, y, w = _data(digits, bad_batches=[8, 9], how="spike")
+    guard = SpikeGuard(patience=1, verbose=0)
+    before, after = _fit(_model(), x, y, w, [guard])
+    assert [e["step"] for e in guard.events] == [9]
+    # batch 8's loss (weights after step 7) was a spike, so the verified state
+    # is the one after step 6 (confirmed by batch 7's loss)
+    for got, want in zip(after.weights[9], before.weights[6], strict=True):
+        np.testing.assert_array_equal(got, want)
