@@ -29,7 +29,7 @@ MAX_SHEAR = 0.3
 MAX_TRANSLATE = 0.45
 MAX_ROTATE_DEGREES = 30.0
 MAX_ENHANCE = 0.9
-_FILL = 0.5  # mid-grey in the unit range, as in the RandAugment reference code.
+_FILL = 0.0  # the low end of the value range (black), as torchvision fills.
 
 
 # ---------------------------------------------------------------------------

@@ -116,11 +116,11 @@ def test_sharpness_hand_worked():
 
 
 def test_translate_x_moves_by_whole_pixels():
-    # width 20, v = 2/9: shift 0.45 * 2/9 * 20 = 2 pixels right; fill is grey 0.5.
+    # width 20, v = 2/9: shift 0.45 * 2/9 * 20 = 2 pixels right; fill is black 0.
     x = np.tile(np.arange(20, dtype="float32") / 20, (1, 3, 1)).reshape(1, 3, 20, 1)
     out = run(A.translate_x, x, [2.0 / 9.0])
     np.testing.assert_allclose(out[0, :, 2:, 0], x[0, :, :-2, 0], atol=1e-4)
-    np.testing.assert_allclose(out[0, :, :2, 0], 0.5)
+    np.testing.assert_allclose(out[0, :, :2, 0], 0.0)
 
 
 def test_shear_keeps_the_centre_line_and_rotation_the_centre():
