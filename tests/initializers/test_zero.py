@@ -39,7 +39,7 @@ def test_expanding_kernel_is_injective_with_orthogonal_rows():
     # squared norm 16, so W W^T = c^2 * 16 * I = 2 * I: no input is lost and,
     # unlike a partial identity, every output unit receives signal.
     w = _np(ZerO()((4, 16)))
-    np.testing.assert_allclose(w @ w.T, 2.0 * np.eye(4), rtol=1e-6)
+    np.testing.assert_allclose(w @ w.T, 2.0 * np.eye(4), atol=1e-6)
     assert np.all(np.abs(w).sum(axis=0) > 0)
 
 
