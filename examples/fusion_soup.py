@@ -54,7 +54,7 @@ def main():
     fused = {
         "soup": soup,
         "ensemble": kh.fusion.ensemble(tunes),  # averages the logits
-        "stack": kh.fusion.stack(tunes, holdout_data=(x_val, y_val), epochs=10),
+        "stack": kh.fusion.stack(tunes, holdout_data=(x_val, y_val), epochs=5),
     }
     os.makedirs(args.out, exist_ok=True)
     for name, model in fused.items():

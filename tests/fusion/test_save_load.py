@@ -75,7 +75,8 @@ def test_export_serves_the_same_outputs(tmp_path, fused, fine_tunes):
     import tensorflow as tf
 
     x = fine_tunes.x_test[:32]
-    for name, model in fused.items():
+    for name in ("uniform", "concat", "stack"):  # one of each structure
+        model = fused[name]
         path = kh.export(model, tmp_path / name)
         artifact = tf.saved_model.load(path)
         served = artifact.serve(tf.constant(x)).numpy()

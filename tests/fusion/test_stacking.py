@@ -34,7 +34,7 @@ def test_meta_learner_trains_on_held_out_predictions_only(fine_tunes, monkeypatc
         return original_fit(self, x, y, **kwargs)
 
     monkeypatch.setattr(keras.Model, "fit", spy)
-    stacked = stack(models, holdout_data=(x_hold, y_hold), epochs=8)
+    stacked = stack(models, holdout_data=(x_hold, y_hold), epochs=5)
     monkeypatch.undo()
     # one fit: on the base models' predictions for held-out data, 3/4 of it
     # for training and 1/4 for early stopping, and on nothing else
