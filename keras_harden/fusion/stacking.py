@@ -31,9 +31,9 @@ def _holdout(holdout_data):
     return x, y
 
 
-def _default_meta(num_members, num_outputs):
-    """A linear meta-learner that starts as the plain average of the members'
-    outputs: kernel = [I; I; ...] / k, bias 0."""
+def _linear_meta(num_members, num_outputs):
+    """One Dense over all members' outputs that starts as their plain average:
+    kernel = [I; I; ...] / k, bias 0."""
     meta = keras.Sequential(
         [
             keras.Input((num_members * num_outputs,)),
@@ -44,6 +44,33 @@ def _default_meta(num_members, num_outputs):
     kernel = np.tile(np.eye(num_outputs), (num_members, 1)) / num_members
     meta.layers[0].set_weights([kernel, np.zeros(num_outputs)])
     return meta
+
+
+def _weights_meta(num_members, num_outputs):
+    """One non-negative weight per member (Breiman's stacked regressions):
+    output[c] = sum_i w_i * member_i[c], starting at w_i = 1 / k."""
+    meta = keras.Sequential(
+        [
+            keras.Input((num_members * num_outputs,)),
+            keras.layers.Reshape((num_members, num_outputs)),
+            keras.layers.Permute((2, 1)),  # (outputs, members)
+            keras.layers.Dense(
+                1,
+                use_bias=False,
+                kernel_constraint=keras.constraints.NonNeg(),
+                name="member_weights",
+            ),
+            keras.layers.Flatten(),
+        ],
+        name="meta_learner",
+    )
+    meta.get_layer("member_weights").set_weights(
+        [np.full((num_members, 1), 1.0 / num_members)]
+    )
+    return meta
+
+
+DEFAULT_METAS = {"weights": _weights_meta, "linear": _linear_meta}
 
 
 def stack(
@@ -72,12 +99,18 @@ def stack(
     kept back for early stopping; if training never beats the meta-learner's
     starting point on it, the starting weights are kept.
 
-    The default meta-learner is one `Dense` layer over the concatenated
-    outputs (logits expected), initialised to the plain average of the
-    members' outputs (kernel `[I; I; ...] / k`): it starts as the
-    output-averaging ensemble and learns per-model, per-class weights from
-    there. It is trained with sparse (integer labels) or categorical
-    (one-hot) cross-entropy on logits unless `loss` is given.
+    Two meta-learners are built in, both starting as the plain average of
+    the members' outputs (logits expected), so training starts from the
+    output-averaging ensemble:
+
+    - `"weights"` (the default): one non-negative weight per member (Breiman
+      1996), `k` parameters; hard to overfit on a small held-out set.
+    - `"linear"`: one `Dense` over all concatenated outputs, kernel
+      `[I; I; ...] / k` at the start, so per-model, per-class weights
+      (`k * C * C` parameters): more expressive, needs more held-out data.
+
+    Both are trained with sparse (integer labels) or categorical (one-hot)
+    cross-entropy on logits unless `loss` is given.
 
     The result is one functional model of built-in layers (members nested as
     `member_0`, ...; the meta-learner as `meta_learner` or your model): it
@@ -86,9 +119,9 @@ def stack(
     Args:
         models: a list of built single-output Keras models taking the same
             inputs.
-        meta_model: optional Keras layer or model mapping the concatenated
-            outputs `(batch, sum of output sizes)` to the final output.
-            Default: the linear meta-learner above.
+        meta_model: `None` or `"weights"` (default), `"linear"`, or a Keras
+            layer or model mapping the concatenated outputs
+            `(batch, sum of output sizes)` to the final output.
         holdout_data: keyword-only `(x, y)` arrays the base models were not
             trained on.
         output_activation: optional activation applied to each member's
@@ -116,10 +149,12 @@ def stack(
         Wolpert, "Stacked Generalization", Neural Networks 5(2), 1992;
         Breiman, "Stacked Regressions", Machine Learning 24, 1996.
     """
-    if meta_model is not None and not isinstance(meta_model, keras.layers.Layer):
+    if meta_model is None:
+        meta_model = "weights"
+    if not (meta_model in DEFAULT_METAS or isinstance(meta_model, keras.layers.Layer)):
         raise ValueError(
-            f"`meta_model` must be a Keras layer or model. "
-            f"Received: meta_model={meta_model!r}"
+            "`meta_model` must be None, 'weights', 'linear' or a Keras layer or "
+            f"model. Received: meta_model={meta_model!r}"
         )
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"`epochs` must be an int >= 0. Received: epochs={epochs!r}")
@@ -154,14 +189,14 @@ def stack(
     features = base.predict(x, batch_size=256, verbose=0)
 
     sizes = {int(output.shape[-1]) for output in outputs}
-    if meta_model is None:
+    if isinstance(meta_model, str):
         if len(sizes) != 1:
             raise ValueError(
-                "The default meta-learner needs members with equal output sizes; "
-                f"got {sorted(sizes)}. Pass a `meta_model`. "
-                f"Received: meta_model=None"
+                "The built-in meta-learners need members with equal output sizes; "
+                f"got {sorted(sizes)}. Pass a Keras `meta_model`. "
+                f"Received: meta_model={meta_model!r}"
             )
-        meta_model = _default_meta(len(outputs), sizes.pop())
+        meta_model = DEFAULT_METAS[meta_model](len(outputs), sizes.pop())
     if loss is None:
         one_hot = y.ndim == 2 and y.shape[-1] > 1
         loss = keras.losses.CategoricalCrossentropy(from_logits=True)

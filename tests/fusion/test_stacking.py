@@ -7,18 +7,26 @@ from keras_harden.fusion.soup import accuracy
 from tests.fusion.conftest import assert_same_weights, weights_of
 
 
-def test_untrained_default_meta_learner_is_the_average(fine_tunes):
+def test_untrained_meta_learners_are_the_average(fine_tunes):
     models = fine_tunes.tunes
     x = fine_tunes.x_test[:64]
-    stacked = stack(models, holdout_data=(fine_tunes.x_val, fine_tunes.y_val), epochs=0)
-    # kernel [I; I; I] / 3, bias 0: output = (z0 + z1 + z2) / 3
-    kernel, bias = stacked.get_layer("meta_learner").get_weights()
-    np.testing.assert_allclose(kernel, np.tile(np.eye(10), (3, 1)) / 3)
-    np.testing.assert_array_equal(bias, np.zeros(10))
+    holdout = (fine_tunes.x_val, fine_tunes.y_val)
     mean = np.mean([m.predict(x, verbose=0) for m in models], axis=0)
+    stacked = stack(models, holdout_data=holdout, epochs=0)
+    # default "weights": one weight per member, 1/3 each: (z0 + z1 + z2) / 3
+    (kernel,) = (
+        stacked.get_layer("meta_learner").get_layer("member_weights").get_weights()
+    )
+    np.testing.assert_allclose(kernel, np.full((3, 1), 1 / 3))
     np.testing.assert_allclose(
         stacked.predict(x, verbose=0), mean, rtol=1e-5, atol=1e-5
     )
+    linear = stack(models, "linear", holdout_data=holdout, epochs=0)
+    # "linear": kernel [I; I; I] / 3, bias 0: the same average
+    kernel, bias = linear.get_layer("meta_learner").get_weights()
+    np.testing.assert_allclose(kernel, np.tile(np.eye(10), (3, 1)) / 3)
+    np.testing.assert_array_equal(bias, np.zeros(10))
+    np.testing.assert_allclose(linear.predict(x, verbose=0), mean, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -90,6 +98,7 @@ def test_custom_meta_model_and_probabilities(fine_tunes):
     [
         ({"holdout_data": "xy"}, "holdout_data="),
         ({"meta_model": 3}, "meta_model=3"),
+        ({"meta_model": "deep"}, "meta_model='deep'"),
         ({"epochs": -1}, "epochs=-1"),
         ({"validation_split": 1.0}, "validation_split=1.0"),
     ],
