@@ -255,7 +255,7 @@ def auto_contrast(images, v):
 
 def equalize(images, v):
     """Histogram-equalizes each channel of each image (PIL's algorithm on the
-    256 levels): one `bincount` over the whole batch, one lookup."""
+    256 levels): one histogram pass over the whole batch, one lookup."""
     del v
     shape = ops.shape(images)
     n, channels = shape[0], images.shape[-1]
@@ -264,7 +264,8 @@ def equalize(images, v):
     offsets = ops.reshape(ops.arange(n * channels, dtype="int32") * 256, (-1, channels))
     index = levels + offsets[:, None, None, :]
     flat = ops.reshape(index, (-1,))
-    hist = ops.bincount(flat, minlength=n * channels * 256)
+    # segment_sum takes the number of bins explicitly (JAX needs it static).
+    hist = ops.segment_sum(ops.ones_like(flat), flat, num_segments=n * channels * 256)
     hist = ops.reshape(ops.cast(hist, "int32"), (-1, 256))
     # PIL: step = (pixels - count of the highest level present) // 255.
     present = ops.cast(hist > 0, "int32")
