@@ -429,13 +429,16 @@ def _cmd_demo(args):
     print(
         "kh.initializers.DeltaOrthogonal(gain=sqrt(2)) init, "
         "kh.optimizers.AdaptiveGradientClipping(SGD), "
-        'kh.augment.pipeline("light", flip=None), SpikeGuard + GradientMonitor.'
+        'kh.augment.pipeline("light", flip=None, crop_scale=(0.6, 1)), '
+        "SpikeGuard + GradientMonitor."
     )
 
     def hardened_net(seed, name):
         return _demo_net(
             lambda i: kh.initializers.DeltaOrthogonal(gain=2**0.5, seed=seed + i),
-            augmentation=kh.augment.pipeline("light", flip=None, seed=seed),
+            augmentation=kh.augment.pipeline(
+                "light", flip=None, crop_scale=(0.6, 1.0), seed=seed
+            ),
             name=name,
         )
 
