@@ -103,16 +103,16 @@ def first_layer_grad_norm(model, x, y):
     return float(tf.norm(grad))
 
 
-def run_one(depth, activation, init, data, epochs, trials, steps):
+def run_one(depth, activation, init, data, epochs, trials, steps, seed=0):
+    """One cell: `seed` sets the model's initial draw and the data shuffling."""
     (x, y), (xt, yt) = data
-    seed = 0
     t0 = time.perf_counter()
     note = ""
     if init == "seed_search":
         result = kh.initializers.seed_search(
             lambda s: build(depth, activation, init, s),
             (x, y),
-            trials=trials,
+            seeds=list(range(seed * trials, (seed + 1) * trials)),
             steps=steps,
         )
         seed = result.seed
@@ -185,6 +185,8 @@ def main(argv=None):
                     keras.utils.clear_session()
                 ours = "**" if init in OUR_INITS else ""
                 note = "; ".join(n for n in notes if n)
+                if args.repeats > 1:
+                    note = f"accs {', '.join(f'{a:.3f}' for a in accs)}; {note}"
                 acc = statistics.median(accs)
                 print(
                     f"| {depth} | {activation} | {ours}{init}{ours} | "
