@@ -7,6 +7,7 @@ behind `loss_and_gradients`. Everything else works on NumPy copies.
 """
 
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -89,6 +90,33 @@ def _compute_loss(model, loss_fn, x, y, y_pred):
     return model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
 
 
+_JAX_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _jax_value_and_grad(model, loss_fn):
+    """A jitted `(trainable, non_trainable, x, y) -> (loss, grads)` for
+    `model`, cached per model and loss (the closure keeps `loss_fn` alive, so
+    its id stays unique while cached)."""
+    import jax
+
+    per_model = _JAX_FUNCTIONS.setdefault(model, {})
+    key = id(loss_fn)
+    if key not in per_model:
+        trainable_vars = list(model.trainable_variables)
+        non_trainable_vars = list(model.non_trainable_variables)
+
+        def compute(trainable, non_trainable, x, y):
+            mapping = list(zip(trainable_vars, trainable, strict=True)) + list(
+                zip(non_trainable_vars, non_trainable, strict=True)
+            )
+            with keras.StatelessScope(state_mapping=mapping):
+                y_pred = model(x, training=True)
+                return _compute_loss(model, loss_fn, x, y, y_pred)
+
+        per_model[key] = (loss_fn, jax.jit(jax.value_and_grad(compute)))
+    return per_model[key][1]
+
+
 def loss_and_gradients(model, x, y, loss_fn=None):
     """Loss and gradients of the trainable variables on one batch.
 
@@ -109,19 +137,12 @@ def loss_and_gradients(model, x, y, loss_fn=None):
             value = _compute_loss(model, loss_fn, x, y, y_pred)
         grads = tape.gradient(value, variables)
     elif backend == "jax":
-        import jax
-
-        non_trainable = [v.value for v in model.non_trainable_variables]
-
-        def compute(trainable):
-            mapping = list(zip(variables, trainable, strict=True)) + list(
-                zip(model.non_trainable_variables, non_trainable, strict=True)
-            )
-            with keras.StatelessScope(state_mapping=mapping):
-                y_pred = model(x, training=True)
-                return _compute_loss(model, loss_fn, x, y, y_pred)
-
-        value, grads = jax.value_and_grad(compute)([v.value for v in variables])
+        value, grads = _jax_value_and_grad(model, loss_fn)(
+            [v.value for v in variables],
+            [v.value for v in model.non_trainable_variables],
+            x,
+            y,
+        )
     else:
         raise NotImplementedError(
             "Gradient statistics on a plain optimizer are implemented for the "

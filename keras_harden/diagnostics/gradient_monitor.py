@@ -52,6 +52,7 @@ class GradientMonitor(keras.callbacks.Callback):
         every: sample one training batch in `every`.
         data: optional `(x, y)` batch (arrays) on which gradients are computed
             when the optimizer keeps no statistics, and for per-layer norms.
+            Arrays are not configuration: `get_config` records `data=None`.
 
     Example:
 
