@@ -103,7 +103,7 @@ def test_missing_model_is_one_line_without_traceback(tmp_path):
     )
 
 
-def test_unreadable_and_mismatched_models_through_python_m(models, tmp_path):
+def test_unreadable_model_through_python_m(models, tmp_path):
     result = _run("export", models["corrupt"], tmp_path / "sm", module=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = _last_line(result.stderr)
@@ -222,3 +222,9 @@ def test_usage_errors_exit_2(capsys):
         main(["fuse", "a.keras", "--method", "median", "-o", "x.keras"])
     assert info.value.code == 2
     assert "invalid choice: 'median'" in capsys.readouterr().err
+
+
+def test_traceback_on_request(models, monkeypatch):
+    monkeypatch.setenv("KERAS_HARDEN_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="corrupt.keras"):
+        main(["diagnose", models["corrupt"], "--data", "digits"])
