@@ -354,3 +354,14 @@ def test_config_round_trip(clip):
     clone = assert_config_round_trip(opt)
     assert [type(r) for r in clone.rules] == [type(r) for r in opt.rules]
     assert isinstance(clone.inner_optimizer, keras.optimizers.AdamW)
+
+
+def test_builds_on_first_apply_and_supports_apply_gradients():
+    w = keras.Variable(np.float32([1.0, 2.0]), name="w")
+    opt = HardenedOptimizer(keras.optimizers.SGD(0.1), clip=ClipByGlobalNorm(1.0))
+    opt.apply([keras.ops.convert_to_tensor(np.float32([3.0, 4.0]))], [w])
+    # (3, 4) clipped to (0.6, 0.8); SGD(0.1) -> (1 - 0.06, 2 - 0.08).
+    np.testing.assert_allclose(w.numpy(), [0.94, 1.92], rtol=1e-6)
+    opt.apply_gradients([(keras.ops.convert_to_tensor(np.float32([0.0, 0.5])), w)])
+    np.testing.assert_allclose(w.numpy(), [0.94, 1.87], rtol=1e-6)
+    assert int(opt.iterations) == 2
