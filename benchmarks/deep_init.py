@@ -168,7 +168,7 @@ def main(argv=None):
         for activation in activations:
             for init in inits:
                 grads, accs, secs, notes = [], [], [], []
-                for _ in range(args.repeats):
+                for repeat in range(args.repeats):
                     g, a, s, n = run_one(
                         depth,
                         activation,
@@ -177,6 +177,7 @@ def main(argv=None):
                         args.epochs,
                         args.trials,
                         args.steps,
+                        seed=repeat,
                     )
                     grads.append(g)
                     accs.append(a)
