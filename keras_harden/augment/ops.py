@@ -245,7 +245,8 @@ def auto_contrast(images, v):
     """Stretches each channel of each image to the full range."""
     del v
     # `initial` keeps empty batches legal (the grouped dispatch may pass one).
-    flat = ops.reshape(images, (ops.shape(images)[0], -1, images.shape[-1]))
+    shape = ops.shape(images)
+    flat = ops.reshape(images, (shape[0], shape[1] * shape[2], shape[3]))
     low = ops.min(flat, axis=1, keepdims=True, initial=1.0)[:, None]
     high = ops.max(flat, axis=1, keepdims=True, initial=0.0)[:, None]
     span = high - low
@@ -396,7 +397,23 @@ def apply_transforms(names, choice, images, strength):
     if dynamic_shapes():
         trace = _traced_once(tuple(names), tuple(images.shape[1:]), fns)
         return trace(group, images, ops.cast(strength, "float32"), kind)
+    if keras.backend.backend() == "jax":
+        return _jitted(tuple(names), fns)(group, images, strength, kind)
     return apply_per_image(fns, group, images, strength, kind)
+
+
+def _jitted(names, fns):
+    """On JAX, the mapped dispatch compiled once per operation set (and, by
+    `jax.jit` itself, per shape): eager calls stop recompiling every branch."""
+    key = ("jax", names)
+    if key not in _TRACED:
+        import jax
+
+        def dispatch(group, images, strength, kind):
+            return _mapped(fns, group, images, (strength, kind))
+
+        _TRACED[key] = jax.jit(dispatch)
+    return _TRACED[key]
 
 
 _TRACED = {}

@@ -159,6 +159,7 @@ def test_every_transform_keeps_range_shape_and_accepts_empty_batches(name):
     assert empty.shape == (0, 10, 12, 3)
 
 
+@pytest.mark.tf_only  # the grouped path; other backends map with a switch
 def test_apply_per_image_runs_each_function_only_on_its_images():
     seen = {}
 
