@@ -224,4 +224,7 @@ def pipeline(
                 seed=layer_seed(3),
             )
         )
-    return Pipeline(layers, value_range=value_range, name=f"augment_{preset}")
+    # Every layer of light and standard keeps the value range; only random
+    # erasing's noise fill needs the final clip.
+    clip = value_range if preset == "strong" else None
+    return Pipeline(layers, value_range=clip, name=f"augment_{preset}")
