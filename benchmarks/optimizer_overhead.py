@@ -9,8 +9,11 @@ and process CPU-time ratios are both printed.
 
 Run:
 
-    .venv/bin/python benchmarks/optimizer_overhead.py            # ~5 min on 2 cores
-    .venv/bin/python benchmarks/optimizer_overhead.py --rounds 3 --steps 2  # quick
+    .venv/bin/python benchmarks/optimizer_overhead.py  # 7 rounds x 2 steps
+    .venv/bin/python benchmarks/optimizer_overhead.py --rounds 3 --steps 1  # quick
+
+The default run took 8.5 min on the shared 2-core development machine under
+load average 11-13, most of it the six XLA compiles (35-50 s each there).
 """
 
 import argparse
@@ -85,7 +88,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument(
-        "--steps", type=int, default=4, help="steps per variant per round"
+        "--steps", type=int, default=2, help="steps per variant per round"
     )
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()
