@@ -4,7 +4,6 @@ mixed precision, stateless_apply, config and errors."""
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_harden.optimizers import (
     ClipByGlobalNorm,
@@ -47,7 +46,15 @@ ALL_RULES = [
 ]
 
 
-@pytest.mark.parametrize("jit", [None, False, True], ids=["eager", "graph", "xla"])
+@pytest.mark.parametrize(
+    "jit",
+    [
+        None,
+        pytest.param(False, marks=pytest.mark.tf_only),
+        pytest.param(True, marks=pytest.mark.tf_only),
+    ],
+    ids=["eager", "graph", "xla"],
+)
 def test_nonfinite_step_changes_nothing(jit):
     opt, variables = make(
         clip=[UnitwiseClip(0.05), PercentileClip(50.0, 4), ZScoreClip(warmup_steps=1)]
@@ -57,6 +64,8 @@ def test_nonfinite_step_changes_nothing(jit):
         opt.apply(g, variables)
 
     if jit is not None:
+        import tensorflow as tf
+
         step = tf.function(step, jit_compile=jit)
     step(grads([0.3, -0.1], 0.2))
     step(grads([0.5, 0.4], -0.3))
@@ -113,7 +122,10 @@ def test_max_consecutive_nonfinite_eager():
         opt.apply(grads([NAN, 0.0], 0.0), variables)
 
 
+@pytest.mark.tf_only
 def test_max_consecutive_nonfinite_in_graph():
+    import tensorflow as tf
+
     opt, variables = make(max_consecutive_nonfinite=2)
     step = tf.function(lambda g: opt.apply(g, variables))
     step(grads([NAN, 0.0], 0.0))
@@ -190,7 +202,10 @@ def test_reduce_lr_on_plateau_sets_inner_learning_rate(digits):
     assert float(inner.learning_rate) == pytest.approx(5e-4)
 
 
+@pytest.mark.tf_only
 def test_gradient_accumulation_clips_the_average_once():
+    import tensorflow as tf
+
     # k = 2 micro-batches: (3, 0) then (0, 4); average (1.5, 2), norm 2.5,
     # clipped to 1 -> (0.6, 0.8). Clipping each micro-batch instead would
     # give ((1, 0) + (0, 1)) / 2 = (0.5, 0.5).
@@ -289,6 +304,7 @@ class _StatelessSGD(keras.optimizers.SGD):
         )
 
 
+@pytest.mark.tf_only  # the test-only inner optimizer patches TF's optimizer
 def test_stateless_apply_matches_apply():
     sequence = [
         grads([0.3, -0.1], 0.2),

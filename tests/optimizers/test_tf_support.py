@@ -5,7 +5,6 @@ same global batch, and rule state is identical on every replica."""
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_harden.optimizers import (
     ClipByGlobalNorm,
@@ -16,6 +15,8 @@ from keras_harden.optimizers import (
     UnitwiseClip,
     ZScoreClip,
 )
+
+tf = pytest.importorskip("tensorflow")
 
 pytestmark = [pytest.mark.tf_only, pytest.mark.slow]
 
