@@ -35,12 +35,14 @@ def test_identical_images_differ_range_dtype():
 
 
 def test_float_range_inference_and_config():
-    x = images(4) / 127.5 - 1.0
-    layer = kh.augment.AugMix((-1, 1), 2, (1, 2), 0.5, 0.5, all_ops=False, seed=2)
+    # Same batch shape and operation set as above: one compiled dispatch on JAX.
+    x = images(8) / 127.5 - 1.0
+    layer = kh.augment.AugMix((-1, 1), 2, (1, 2), 0.5, 0.5, seed=2)
     out = np.asarray(layer(x))
     assert out.min() >= -1 and out.max() <= 1 and not np.allclose(out, x)
     np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
     assert_config_round_trip(layer)
+    assert_config_round_trip(kh.augment.AugMix(all_ops=False, seed=1))
     with pytest.raises(ValueError, match=r"Received: chain_depth=\(2, 1\)$"):
         kh.augment.AugMix(chain_depth=(2, 1))
     with pytest.raises(ValueError, match=r"Received: alpha=0$"):
