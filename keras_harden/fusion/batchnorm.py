@@ -13,7 +13,7 @@ from keras_harden.fusion._common import (
 __all__ = ["recalibrate_batchnorm"]
 
 
-def recalibrate_batchnorm(model, data, steps=None, batch_size=32):
+def recalibrate_batchnorm(model, data, steps=None, batch_size=128):
     """Recomputes every batch-norm layer's moving mean and variance from data.
 
     After weights are averaged (a soup, SWA) the moving statistics stored in
