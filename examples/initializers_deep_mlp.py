@@ -14,7 +14,7 @@ import keras  # noqa: E402
 
 import keras_harden as kh  # noqa: E402
 
-DEPTH, EPOCHS = 16, 3
+DEPTH, EPOCHS = 16, 2
 
 
 def build(kernel_initializer):
