@@ -41,7 +41,7 @@ class RandAugment(AugmentLayer):
     rotate, solarize, colour, posterize, contrast, brightness, sharpness,
     shear and translate in x and y) and its own magnitude, normal around
     `magnitude` with standard deviation `magnitude_stddev`, clipped to
-    `[0, 1]`. The batch is sorted by operation so that each operation is
+    `[0, 1]`. The batch is split by operation so that each operation is
     computed only for the images that chose it: `num_ops` transforms per
     image instead of every operation for every slot (as
     `keras.layers.RandAugment` does, with one choice per batch).
