@@ -2,9 +2,9 @@
 
 64x64x3 float images in [0, 255], batches of 128, the layer mapped on batches
 (`num_parallel_calls=AUTOTUNE`), a cached batch repeated so that nothing but
-the augmentation is measured. Variants run interleaved in rounds; each figure
-is the median over the rounds, ratios are against the baseline of the same
-run.
+the augmentation is measured. Variants run interleaved in rounds (the order
+rotated each round); each figure is the median over the rounds, ratios are
+against the baseline of the same run.
 
 Two comparisons:
 
@@ -100,9 +100,11 @@ def light_variants(size):
 
 def run(title, variants, baseline, batch, steps, rounds):
     samples = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            samples[name].append(throughput(fn, batch, steps))
+    names = list(variants)
+    for r in range(rounds):
+        # Rotate the order each round: no variant always runs first.
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            samples[name].append(throughput(variants[name], batch, steps))
     print(f"\n{title}")
     print(f"{'variant':45s} {'images/s (median)':>18s} {'min-max':>15s} {'ratio':>7s}")
     base = statistics.median(samples[baseline])

@@ -43,6 +43,8 @@ def to_unit(images, value_range):
     images = ops.cast(images, "float32")
     if (low, high) == (0.0, 1.0):
         return images
+    if low == 0.0:
+        return images * (1.0 / high)  # one pass instead of two
     return (images - low) / (high - low)
 
 
@@ -50,8 +52,10 @@ def from_unit(images, value_range, dtype):
     """Inverse of `to_unit`: back to `value_range` and `dtype` (rounded and
     clipped for integer dtypes)."""
     low, high = float(value_range[0]), float(value_range[1])
-    if (low, high) != (0.0, 1.0):
+    if low != 0.0:
         images = images * (high - low) + low
+    elif high != 1.0:
+        images = images * high
     if "int" in str(dtype):
         images = ops.clip(ops.round(images), low, high)
     return ops.cast(images, dtype)
