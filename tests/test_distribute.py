@@ -100,7 +100,11 @@ def test_fit_under_mirrored_strategy_equals_one_device():
     import tensorflow as tf
 
     expected = _single_process("sgd")
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # Reduction through one device: collective instance keys restart with each
+    # new strategy in a process, and earlier tests' strategies may still hold them.
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     with strategy.scope():
         model = build_and_compile("sgd")
     kh.distribute.fit(model, dataset(), global_batch_size=GLOBAL_BATCH, verbose=0)
