@@ -46,3 +46,24 @@ def small_classifier(input_shape=(8, 8, 1), num_classes=10, seed=0):
     x = keras.layers.Flatten()(x)
     outputs = keras.layers.Dense(num_classes, kernel_initializer=init)(x)
     return keras.Model(inputs, outputs)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_example(script, *args, timeout=300):
+    """Runs `examples/<script>` as a user would (repo root as working directory)
+    and returns its stdout, failing with the tail of stderr if it exits non-zero."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

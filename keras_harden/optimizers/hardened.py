@@ -398,11 +398,30 @@ class HardenedOptimizer(keras.optimizers.Optimizer):
                 consecutive = tf_support.distributed_apply(self, grads, variables)
                 self._enforce_limit(consecutive)
                 return
+        if keras.backend.backend() == "jax":
+            # JAX cannot branch on state changes: step statelessly, then assign.
+            self._apply_through_stateless(grads, variables)
+            return
         step = self._compute_step(grads, variables)
         for variable, value in step.updates:
             variable.assign(value)
         self._apply_inner_if(step.ok, step.grads, variables)
         self._enforce_limit(step.consecutive_nonfinite)
+
+    def _apply_through_stateless(self, grads, variables):
+        if [id(v) for v in variables] != [id(v) for v in self._trainable_variables]:
+            raise ValueError(
+                "On JAX, `apply` takes the variables the optimizer was built "
+                f"with. Received: {len(variables)} other variables"
+            )
+        new_trainables, new_optimizer = self.stateless_apply(
+            [v.value for v in self.variables], grads, [v.value for v in variables]
+        )
+        for variable, value in zip(variables, new_trainables, strict=True):
+            variable.assign(value)
+        for variable, value in zip(self.variables, new_optimizer, strict=True):
+            variable.assign(value)
+        self._enforce_limit(self.consecutive_nonfinite)
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         """Stateless step (JAX): returns `(new_trainable_values,
@@ -412,8 +431,10 @@ class HardenedOptimizer(keras.optimizers.Optimizer):
                 "To call `stateless_apply`, the optimizer must be built: call "
                 "`optimizer.build(trainable_variables)` first."
             )
-        optimizer_variables = list(optimizer_variables)
-        trainable_variables = list(trainable_variables)
+        # Values, not variables: a caller such as LossScaleOptimizer may pass
+        # variables read through its own StatelessScope.
+        optimizer_variables = [ops.convert_to_tensor(v) for v in optimizer_variables]
+        trainable_variables = [ops.convert_to_tensor(v) for v in trainable_variables]
         if len(optimizer_variables) != len(self.variables):
             raise ValueError(
                 f"Expected {len(self.variables)} optimizer variable values. "

@@ -96,6 +96,8 @@ def test_int_seed_repeats_seed_generator_and_none_advance():
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_dtypes(dtype):
+    if dtype == "float64" and keras.backend.backend() == "jax":
+        pytest.skip("JAX runs without x64 here: it makes float64 arrays float32")
     w = DeltaOrthogonal(seed=0)((3, 3, 4, 6), dtype=dtype)
     assert keras.backend.standardize_dtype(w.dtype) == dtype
     c = _np(w)[1, 1]

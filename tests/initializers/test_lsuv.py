@@ -62,7 +62,8 @@ def test_every_handled_layer_reaches_target_std_on_held_out_data(mixed):
         ("logits", "kernel"),
     ]
     assert all(isinstance(r, LSUVLayerReport) and r.converged for r in report)
-    assert all(1 <= r.iterations <= 10 and abs(r.std - 1.0) <= 0.1 for r in report)
+    # 0 iterations: already within tol after the orthonormal start (seen on JAX).
+    assert all(0 <= r.iterations <= 10 and abs(r.std - 1.0) <= 0.1 for r in report)
     for r in report:
         std = _pre_activation_std(model, r.layer, x_test)  # 450 held-out images
         assert abs(std - 1.0) <= 0.1, (r.layer, std)

@@ -19,7 +19,10 @@ from keras_harden.optimizers import (
 from keras_harden.optimizers import gradient_ops as go
 
 SETTINGS = settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=12,
+    deadline=None,
+    derandomize=True,  # the same examples on every CI run
+    suppress_health_check=[HealthCheck.too_slow],
 )
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 shapes = st.sampled_from([(3,), (2, 3), (3, 1, 2), (2, 2, 2, 3)])
@@ -69,15 +72,19 @@ def test_clipping_never_raises_a_norm(rule, steps):
         before = [v.numpy().copy() for v in variables]
         opt.apply([keras.ops.convert_to_tensor(g) for g in grads], variables)
         applied = [b - v.numpy() for b, v in zip(before, variables, strict=True)]
+        # The step is read back through float32 weights: allow one ulp of
+        # rounding per weight entry (e.g. 257 - 0.114 in float32).
+        ulps = [np.spacing(np.abs(b)).astype("float64") for b in before]
+        slack = sum(u.sum() for u in ulps)
         total_in = np.sqrt(sum(norm(g) ** 2 for g in grads))
         total_out = np.sqrt(sum(norm(a) ** 2 for a in applied))
-        assert total_out <= total_in * (1 + 1e-5) + 1e-6
+        assert total_out <= total_in * (1 + 1e-5) + 1e-6 + slack
         assert (
             float(opt.clipped_gradient_norm)
             <= float(opt.gradient_norm) * (1 + 1e-6) + 1e-6
         )
-        for g, a in zip(grads, applied, strict=True):  # no tensor grows either
-            assert norm(a) <= norm(g) * (1 + 1e-5) + 1e-4
+        for g, a, u in zip(grads, applied, ulps, strict=True):  # no tensor grows
+            assert norm(a) <= norm(g) * (1 + 1e-5) + 1e-4 + u.sum()
 
 
 @SETTINGS
