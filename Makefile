@@ -1,6 +1,7 @@
 # Two entry points: `make demo` (the main job) and `make test` (the test suite).
 # Each creates its own virtual environment with the CPU build of TensorFlow
-# (and JAX's CPU wheels: the suite runs once per backend).
+# (and JAX's CPU wheels). `make test` runs the whole suite on TensorFlow, then
+# again on JAX without the TensorFlow-only tests and the slow training checks.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -19,7 +20,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check keras_harden tests examples benchmarks
 	$(PY) -m pytest
-	KERAS_BACKEND=jax $(PY) -m pytest -m "not tf_only"
+	KERAS_BACKEND=jax $(PY) -m pytest -m "not tf_only and not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check keras_harden tests examples benchmarks
