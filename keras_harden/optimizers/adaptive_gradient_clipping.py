@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_harden.optimizers.hardened import HardenedOptimizer
+from keras_harden.optimizers.hardened import HardenedOptimizer, single_rule_config
 from keras_harden.optimizers.unitwise_clip import UnitwiseClip
 
 
@@ -65,9 +65,4 @@ class AdaptiveGradientClipping(HardenedOptimizer):
         )
 
     def _wrapper_config(self):
-        config = self.rules[0].get_config()
-        config.update(
-            skip_nonfinite=self.skip_nonfinite,
-            max_consecutive_nonfinite=self.max_consecutive_nonfinite,
-        )
-        return config
+        return single_rule_config(self)

@@ -99,6 +99,17 @@ def _check_rules(clip):
     return tuple(rules)
 
 
+def single_rule_config(optimizer):
+    """Config of a convenience wrapper built around one rule: the rule's
+    arguments plus the non-finite settings (its constructor arguments)."""
+    config = optimizer.rules[0].get_config()
+    config.update(
+        skip_nonfinite=optimizer.skip_nonfinite,
+        max_consecutive_nonfinite=optimizer.max_consecutive_nonfinite,
+    )
+    return config
+
+
 @keras.saving.register_keras_serializable(package="keras_harden")
 class HardenedOptimizer(keras.optimizers.Optimizer):
     """Wraps any Keras optimizer with gradient clipping rules and skips steps

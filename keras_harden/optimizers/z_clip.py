@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_harden.optimizers.hardened import HardenedOptimizer
+from keras_harden.optimizers.hardened import HardenedOptimizer, single_rule_config
 from keras_harden.optimizers.zscore_clip import ZScoreClip
 
 
@@ -60,9 +60,4 @@ class ZClip(HardenedOptimizer):
         )
 
     def _wrapper_config(self):
-        config = self.rules[0].get_config()
-        config.update(
-            skip_nonfinite=self.skip_nonfinite,
-            max_consecutive_nonfinite=self.max_consecutive_nonfinite,
-        )
-        return config
+        return single_rule_config(self)
