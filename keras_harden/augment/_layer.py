@@ -37,30 +37,54 @@ def check_seed(seed):
     return seed
 
 
-class AugmentLayer(keras.layers.Layer):
-    """Base: `call(images, training=True)` maps images to the unit range,
-    calls `self.augment(unit_images)` and maps back to the input's range and
-    dtype. With `training=False` the input comes back untouched.
+class RandomLayer(keras.layers.Layer):
+    """Base of the random image layers: `call(images, training=True)` hands
+    the images, as a tensor of their own dtype (no autocast: uint8 stays
+    uint8), to `self.transform`; with `training=False` they come back
+    untouched.
 
     Randomness comes from `self.seed_generator` (a `keras.random.SeedGenerator`
     seeded with `seed`): an int seed replays the same draws call by call in a
-    fresh layer; every call draws new values.
+    fresh layer; every call draws new values. Subclasses that group images by
+    operation (`aug_ops.apply_layers`) need dynamic shapes, which XLA lacks,
+    hence `supports_jit` on the TensorFlow backend.
     """
 
-    def __init__(self, value_range=(0, 255), seed=None, **kwargs):
+    def __init__(self, seed=None, **kwargs):
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.value_range = check_value_range(value_range)
         self.seed = check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
-        # Grouping images by operation needs dynamic shapes, which XLA lacks.
         self.supports_jit = not aug_ops.dynamic_shapes()
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
 
     def call(self, images, training=True):
         if not training:
             return images
-        images = ops.convert_to_tensor(images)
+        return self.transform(ops.convert_to_tensor(images))
+
+    def transform(self, images):
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config["seed"] = self.seed
+        return config
+
+
+class AugmentLayer(RandomLayer):
+    """Base of the image operations: maps images to the unit range, calls
+    `self.augment(unit_images)` and maps back to the input's range and dtype;
+    single images (rank 3) are augmented as a batch of one.
+    """
+
+    def __init__(self, value_range=(0, 255), seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.value_range = check_value_range(value_range)
+
+    def transform(self, images):
         dtype = images.dtype
         unbatched = len(images.shape) == 3
         if unbatched:
@@ -74,10 +98,7 @@ class AugmentLayer(keras.layers.Layer):
     def augment(self, images):
         raise NotImplementedError
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
         config = super().get_config()
-        config.update({"value_range": list(self.value_range), "seed": self.seed})
+        config["value_range"] = list(self.value_range)
         return config

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_harden.augment._layer import check_probability, check_seed
+from keras_harden.augment._layer import RandomLayer, check_probability
 
 
 def _check_alpha(name, value):
@@ -20,7 +20,7 @@ def _beta(shape, alpha, seed_generator):
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
-class MixUpCutMix(keras.layers.Layer):
+class MixUpCutMix(RandomLayer):
     """MixUp or CutMix on `(images, labels)` batches, chosen per image.
 
     Each image `i` is mixed with a partner `j` drawn by a random permutation
@@ -78,7 +78,8 @@ class MixUpCutMix(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
+        self.supports_jit = True  # no grouping of images by operation
         if (
             not isinstance(num_classes, int)
             or isinstance(num_classes, bool)
@@ -102,10 +103,6 @@ class MixUpCutMix(keras.layers.Layer):
                 f"Received: label_smoothing={label_smoothing!r}"
             )
         self.label_smoothing = label_smoothing
-        self.seed = check_seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(seed)
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
 
     def _soft_labels(self, labels):
         labels = ops.convert_to_tensor(labels)
@@ -193,7 +190,6 @@ class MixUpCutMix(keras.layers.Layer):
                 "switch_prob": self.switch_prob,
                 "prob": self.prob,
                 "label_smoothing": self.label_smoothing,
-                "seed": self.seed,
             }
         )
         return config

@@ -45,6 +45,7 @@ class Pipeline(keras.layers.Layer):
     """
 
     def __init__(self, layers, value_range=None, **kwargs):
+        kwargs.setdefault("autocast", False)  # images keep their dtype
         super().__init__(**kwargs)
         if isinstance(layers, keras.layers.Layer) or not all(
             isinstance(layer, keras.layers.Layer) for layer in layers
@@ -59,8 +60,6 @@ class Pipeline(keras.layers.Layer):
         self.supports_jit = all(
             getattr(layer, "supports_jit", True) for layer in layers
         )
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
 
     @property
     def layers(self):

@@ -4,12 +4,12 @@ import keras
 from keras import ops
 
 from keras_harden.augment import ops as aug_ops
-from keras_harden.augment._layer import check_probability, check_seed
+from keras_harden.augment._layer import RandomLayer, check_probability
 from keras_harden.augment.random_choice import call_layer
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
-class RandomApply(keras.layers.Layer):
+class RandomApply(RandomLayer):
     """Applies `layer` to each image with probability `rate`, per image.
 
     On the TensorFlow backend the layer runs only on the images drawn (the
@@ -41,23 +41,15 @@ class RandomApply(keras.layers.Layer):
     """
 
     def __init__(self, layer, rate=0.5, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if not isinstance(layer, keras.layers.Layer):
             raise ValueError(
                 f"`layer` must be a Keras layer. Received: layer={layer!r}"
             )
         self.layer = layer
         self.rate = check_probability("rate", rate)
-        self.seed = check_seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(seed)
-        self.supports_jit = not aug_ops.dynamic_shapes()
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
 
-    def call(self, images, training=True):
-        if not training:
-            return images
-        images = ops.convert_to_tensor(images)
+    def transform(self, images):
         dtype = images.dtype
         draws = keras.random.uniform((ops.shape(images)[0],), seed=self.seed_generator)
         chosen = ops.cast(draws < self.rate, "int32")
@@ -65,16 +57,12 @@ class RandomApply(keras.layers.Layer):
             [lambda x: x, lambda x: call_layer(self.layer, x, dtype)], chosen, images
         )
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
         config = super().get_config()
         config.update(
             {
                 "layer": keras.saving.serialize_keras_object(self.layer),
                 "rate": self.rate,
-                "seed": self.seed,
             }
         )
         return config

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_harden.augment import ops as aug_ops
-from keras_harden.augment._layer import check_seed
+from keras_harden.augment._layer import RandomLayer
 
 
 def cast_like(images, dtype):
@@ -27,7 +27,7 @@ def _bind(layer, dtype):
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
-class RandomChoice(keras.layers.Layer):
+class RandomChoice(RandomLayer):
     """Applies one of `layers` to each image, chosen per image.
 
     Each image draws one layer (uniformly, or with probabilities proportional
@@ -62,7 +62,7 @@ class RandomChoice(keras.layers.Layer):
     """
 
     def __init__(self, layers, weights=None, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if (
             isinstance(layers, keras.layers.Layer)
             or not layers
@@ -81,16 +81,8 @@ class RandomChoice(keras.layers.Layer):
                 )
         self.choice_layers = list(layers)
         self.weights_ = weights
-        self.seed = check_seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(seed)
-        self.supports_jit = not aug_ops.dynamic_shapes()
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
 
-    def call(self, images, training=True):
-        if not training:
-            return images
-        images = ops.convert_to_tensor(images)
+    def transform(self, images):
         n = len(self.choice_layers)
         if self.weights_ is None:
             logits = ops.zeros((1, n))
@@ -104,9 +96,6 @@ class RandomChoice(keras.layers.Layer):
         fns = [_bind(layer, dtype) for layer in self.choice_layers]
         return aug_ops.apply_layers(fns, choice, images)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -115,7 +104,6 @@ class RandomChoice(keras.layers.Layer):
                     keras.saving.serialize_keras_object(x) for x in self.choice_layers
                 ],
                 "weights": self.weights_,
-                "seed": self.seed,
             }
         )
         return config

@@ -59,3 +59,19 @@ def test_config_round_trip_and_errors():
         kh.augment.RandomChoice([])
     with pytest.raises(ValueError, match=r"Received: weights=\[1\]$"):
         kh.augment.RandomChoice([keras.layers.Identity()] * 2, weights=[1])
+
+
+def test_images_keep_their_dtype_under_a_mixed_precision_policy():
+    # The layers here do not autocast their inputs: uint8 stays uint8 and a
+    # float32 batch is not cast to the policy's float16 on the way in.
+    keras.config.set_dtype_policy("mixed_float16")
+    layers = [
+        kh.augment.RandomChoice([keras.layers.Identity()], seed=0),
+        kh.augment.RandomApply(keras.layers.Identity(), 1.0, seed=0),
+        kh.augment.Pipeline([kh.augment.TrivialAugment(seed=0)]),
+        kh.augment.RandAugment(seed=0),
+    ]
+    for dtype in ("uint8", "float32"):
+        x = np.full((2, 8, 8, 3), 7, dtype)
+        for layer in layers:
+            assert keras.backend.standardize_dtype(layer(x).dtype) == dtype, layer
