@@ -370,6 +370,18 @@ def _cmd_demo(args):
     rows = []
     plots = {"loss": [], "grad": []}
 
+    def train_and_record(model, epochs, callbacks, row, curve):
+        """Fits on the digits; adds a results row and a loss curve. Returns
+        whether the loss diverged."""
+        recorder = _StepRecorder()
+        start = time.time()
+        model.fit(x, y, epochs=epochs, batch_size=32, callbacks=[recorder, *callbacks])
+        seconds = time.time() - start
+        diverged = _diverged(recorder.losses)
+        rows.append((row, _accuracy(model, x_test, y_test), diverged, seconds))
+        plots["loss"].append((curve, recorder.losses))
+        return diverged
+
     def he_times(scale):
         return lambda i: keras.initializers.VarianceScaling(
             2.0 * scale**2, "fan_in", "truncated_normal", seed=i
@@ -396,26 +408,13 @@ def _cmd_demo(args):
         f.write(report.to_markdown())
     report.plot(os.path.join(out, "demo_diagnosis.png"))
     monitor = kh.diagnostics.GradientMonitor(per_layer=False, data=(x[:64], y[:64]))
-    recorder = _StepRecorder()
-    t = time.time()
-    plain.fit(
-        x,
-        y,
-        epochs=epochs_plain,
-        batch_size=32,
-        callbacks=[recorder, monitor, keras.callbacks.TerminateOnNaN()],
+    plain_diverged = train_and_record(
+        plain,
+        epochs_plain,
+        [monitor, keras.callbacks.TerminateOnNaN()],
+        row="plain: 1.5x He init + SGD",
+        curve="plain SGD, 1.5x He init",
     )
-    plain_time = time.time() - t
-    plain_diverged = _diverged(recorder.losses)
-    rows.append(
-        (
-            "plain: 1.5x He init + SGD",
-            _accuracy(plain, x_test, y_test),
-            plain_diverged,
-            plain_time,
-        )
-    )
-    plots["loss"].append(("plain SGD, 1.5x He init", recorder.losses))
     plots["grad"].append(
         (
             "plain SGD (norm on a probe batch)",
@@ -453,26 +452,13 @@ def _cmd_demo(args):
     print(f"kh.diagnostics.diagnose: {check.verdict}")
     monitor = kh.diagnostics.GradientMonitor(per_layer=False)
     guard = kh.diagnostics.SpikeGuard()
-    recorder = _StepRecorder()
-    t = time.time()
-    base.fit(
-        x,
-        y,
-        epochs=epochs_hard,
-        batch_size=32,
-        callbacks=[recorder, monitor, guard],
+    train_and_record(
+        base,
+        epochs_hard,
+        [monitor, guard],
+        row="hardened: kh init + AGC + augment",
+        curve="hardened (kh init, AGC, augment)",
     )
-    base_time = time.time() - t
-    base_diverged = _diverged(recorder.losses)
-    rows.append(
-        (
-            "hardened: kh init + AGC + augment",
-            _accuracy(base, x_test, y_test),
-            base_diverged,
-            base_time,
-        )
-    )
-    plots["loss"].append(("hardened (kh init, AGC, augment)", recorder.losses))
     steps = [r["step"] for r in monitor.records]
     plots["grad"].append(
         ("hardened, before clipping", steps, [r["grad_norm"] for r in monitor.records])
