@@ -5,7 +5,15 @@ import keras
 from keras_harden.optimizers.clip_by_global_norm import ClipByGlobalNorm
 from keras_harden.optimizers.clip_by_norm import ClipByNorm
 from keras_harden.optimizers.clip_by_value import ClipByValue
+from keras_harden.optimizers.clip_rule import check_positive
 from keras_harden.optimizers.hardened import HardenedOptimizer
+
+# in the order they apply
+_RULES = {
+    "clipvalue": ClipByValue,
+    "clipnorm": ClipByNorm,
+    "global_clipnorm": ClipByGlobalNorm,
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -56,23 +64,16 @@ class GradientClipping(HardenedOptimizer):
         name=None,
         **kwargs,
     ):
-        rules = []
-        if clipvalue is not None:
-            rules.append(
-                ClipByValue(clipvalue)
-                if _ok(clipvalue)
-                else _bad("clipvalue", clipvalue)
-            )
-        if clipnorm is not None:
-            rules.append(
-                ClipByNorm(clipnorm) if _ok(clipnorm) else _bad("clipnorm", clipnorm)
-            )
-        if global_clipnorm is not None:
-            rules.append(
-                ClipByGlobalNorm(global_clipnorm)
-                if _ok(global_clipnorm)
-                else _bad("global_clipnorm", global_clipnorm)
-            )
+        limits = {
+            "clipvalue": clipvalue,
+            "clipnorm": clipnorm,
+            "global_clipnorm": global_clipnorm,
+        }
+        rules = [
+            _RULES[argument](check_positive(argument, limit))
+            for argument, limit in limits.items()
+            if limit is not None
+        ]
         super().__init__(
             inner_optimizer,
             clip=rules,
@@ -81,25 +82,11 @@ class GradientClipping(HardenedOptimizer):
             name=name,
             **kwargs,
         )
-        self.clipnorm_limit = clipnorm
-        self.clipvalue_limit = clipvalue
-        self.global_clipnorm_limit = global_clipnorm
+        self.limits = limits
 
     def _wrapper_config(self):
         return {
-            "clipnorm": self.clipnorm_limit,
-            "clipvalue": self.clipvalue_limit,
-            "global_clipnorm": self.global_clipnorm_limit,
+            **self.limits,
             "skip_nonfinite": self.skip_nonfinite,
             "max_consecutive_nonfinite": self.max_consecutive_nonfinite,
         }
-
-
-def _ok(value):
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
-
-
-def _bad(name, value):
-    raise ValueError(
-        f"`{name}` must be None or a number > 0. Received: {name}={value!r}"
-    )
