@@ -51,6 +51,13 @@ def small_classifier(input_shape=(8, 8, 1), num_classes=10, seed=0):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def subprocess_env(**extra):
+    """This environment for a child Python, the repository first on its path
+    (what was on PYTHONPATH stays after it)."""
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def run_example(script, *args, timeout=300):
     """Runs `examples/<script>` as a user would (repo root as working directory)
     and returns its stdout, failing with the tail of stderr if it exits non-zero."""
@@ -63,7 +70,7 @@ def run_example(script, *args, timeout=300):
         text=True,
         timeout=timeout,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
+        env=subprocess_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout

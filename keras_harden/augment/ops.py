@@ -255,7 +255,8 @@ def auto_contrast(images, v):
     low = ops.min(flat, axis=1, keepdims=True, initial=1.0)[:, None]
     high = ops.max(flat, axis=1, keepdims=True, initial=0.0)[:, None]
     span = high - low
-    stretched = (images - low) / ops.where(span > 0, span, 1.0)
+    # clipped: a GPU's division can land one ulp above 1 at the maximum
+    stretched = ops.clip((images - low) / ops.where(span > 0, span, 1.0), 0.0, 1.0)
     return ops.where(span > 0, stretched, images)
 
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_harden as kh
 from tests.toolkit import assert_config_round_trip
@@ -14,6 +13,8 @@ def images(n=8):
 
 @pytest.mark.tf_only
 def test_tf_data_chains_change_per_batch_and_seed_replays():
+    import tensorflow as tf
+
     x = images()
 
     def run(seed):

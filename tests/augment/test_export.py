@@ -5,11 +5,11 @@ last test starts failing, Keras has fixed it)."""
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_harden as kh
 
 pytestmark = pytest.mark.tf_only
+tf = pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="module")

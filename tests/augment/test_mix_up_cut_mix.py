@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_harden as kh
 from tests.toolkit import assert_config_round_trip
@@ -91,6 +90,8 @@ def test_uint8_images_and_inference():
 
 @pytest.mark.tf_only
 def test_tf_data_map_on_pairs():
+    import tensorflow as tf
+
     x, y = constant_images(), np.arange(N)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     ds = ds.map(kh.augment.MixUpCutMix(N, label_smoothing=0.1))

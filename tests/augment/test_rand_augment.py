@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_harden as kh
 from keras_harden.augment import ops as A
@@ -55,6 +54,8 @@ def test_int_seed_reproducible_and_calls_differ():
 
 @pytest.mark.tf_only
 def test_tf_data_batches_and_epochs_differ_and_shapes_stay_static():
+    import tensorflow as tf
+
     x = np.random.default_rng(1).uniform(0, 255, (8, 12, 12, 3)).astype("float32")
     layer = kh.augment.RandAugment(magnitude=0.8)
     ds = tf.data.Dataset.from_tensors(x).repeat(2).map(layer)

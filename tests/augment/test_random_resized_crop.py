@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_harden as kh
 from keras_harden.augment.random_resized_crop import crop_and_resize, resample_matrix
@@ -67,6 +66,8 @@ def test_inference_resizes_whole_image_and_keeps_dtype():
 
 @pytest.mark.tf_only
 def test_tf_data_and_model_shapes_static():
+    import tensorflow as tf
+
     layer = kh.augment.RandomResizedCrop(6, 7, seed=0)
     ds = tf.data.Dataset.from_tensors(np.zeros((4, 10, 10, 3), "float32")).map(layer)
     assert ds.element_spec.shape.as_list() == [4, 6, 7, 3]

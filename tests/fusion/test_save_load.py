@@ -2,7 +2,6 @@
 process after `import keras_harden` alone with identical outputs, and exports
 with `keras_harden.export` to a SavedModel serving the same outputs."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 import keras_harden as kh
+from tests.toolkit import subprocess_env
 
 LOADER = textwrap.dedent(
     """
@@ -56,12 +56,11 @@ def test_fresh_process_loads_identical(tmp_path, fused, fine_tunes):
     for name, model in fused.items():
         model.save(tmp_path / f"{name}.keras")
         expected[name] = model.predict(x, verbose=0)
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
     run = subprocess.run(
         [sys.executable, "-c", LOADER, str(tmp_path), ",".join(fused)],
         capture_output=True,
         text=True,
-        env=env,
+        env=subprocess_env(),
         timeout=120,
     )
     assert run.returncode == 0, run.stderr[-3000:]
