@@ -151,12 +151,13 @@ def _cmd_fuse(args):
     data = _load_data(args.data, models[0], args.models[0]) if args.data else None
     if args.method != "ensemble":
         kh.fusion.check_compatible(models)
+    # batch-norm statistics of averaged weights are recomputed from --data
+    recalibrate = data[0] if data is not None else None
     if args.method == "uniform":
-        recalibrate = data[0] if data is not None else None
         fused = kh.fusion.average_weights(models, recalibrate=recalibrate)
         detail = f"uniform soup of {len(models)} models"
     elif args.method == "greedy":
-        fused, report = kh.fusion.greedy_soup(models, data)
+        fused, report = kh.fusion.greedy_soup(models, data, recalibrate=recalibrate)
         detail = f"greedy soup keeping models {report.kept}"
     else:
         fused = kh.fusion.ensemble(models, method="average")
@@ -582,7 +583,11 @@ def _parser():
     fuse.add_argument(
         "--method", choices=("uniform", "greedy", "ensemble"), default="greedy"
     )
-    fuse.add_argument("--data", help="'digits' or a folder (held-out images)")
+    fuse.add_argument(
+        "--data",
+        help="'digits' or a folder of held-out images: scores the models and "
+        "recomputes batch-norm statistics",
+    )
     fuse.add_argument("-o", "--output", required=True, help="the .keras to write")
     fuse.set_defaults(func=_cmd_fuse)
 

@@ -151,6 +151,33 @@ def test_fuse_writes_a_loadable_model(models, tmp_path, capsys, method, digits):
         assert [layer.name for layer in fused.layers][1:3] == ["member_0", "member_1"]
 
 
+def test_fuse_recomputes_batchnorm_statistics_from_the_data(tmp_path, digits):
+    (x, y), (xt, _) = digits
+    paths = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((8, 8, 1))
+        h = keras.layers.Flatten()(keras.layers.Rescaling(1.0 / 255)(inputs))
+        h = keras.layers.BatchNormalization(momentum=0.5)(h)
+        model = keras.Model(inputs, keras.layers.Dense(10)(h))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
+        model.fit(x[:256], y[:256], epochs=1, batch_size=64, verbose=0)
+        paths.append(kh.save_model(model, tmp_path / f"bn{seed}.keras"))
+    for method in ("uniform", "greedy"):
+        out = tmp_path / f"{method}.keras"
+        args = ["fuse", *paths, "--method", method, "--data", "digits", "-o", out]
+        assert main([str(a) for a in args]) == 0
+        norm = next(
+            layer
+            for layer in kh.load_model(out).layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+        )
+        # the statistics of the --data images (the 450 test digits), by hand
+        features = xt.reshape(len(xt), -1) / 255.0
+        np.testing.assert_allclose(norm.moving_mean, features.mean(0), atol=1e-5)
+        np.testing.assert_allclose(norm.moving_variance, features.var(0), atol=1e-5)
+
+
 def test_greedy_needs_data(models, tmp_path, capsys):
     code = main(["fuse", models["a"], models["b"], "-o", str(tmp_path / "s.keras")])
     assert code == 1

@@ -51,11 +51,11 @@ def small_classifier(input_shape=(8, 8, 1), num_classes=10, seed=0):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def subprocess_env(**extra):
+def subprocess_env():
     """This environment for a child Python, the repository first on its path
     (what was on PYTHONPATH stays after it)."""
     path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, **extra}
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def run_example(script, *args, timeout=300):

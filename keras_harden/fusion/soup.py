@@ -113,8 +113,9 @@ def greedy_soup(
     held-out `validation_data`; the soup starts as the best model, and each
     next model is added to the (uniform) average only if the averaged model's
     held-out score does not drop. When the models have batch-norm layers,
-    every candidate soup's statistics are recomputed from `recalibrate` data
-    before it is scored (see `average_weights`).
+    every candidate soup's statistics (the first one's, the best model alone,
+    too) are recomputed from `recalibrate` data before it is scored (see
+    `average_weights`), and so are the returned soup's.
 
     The returned model is new (a clone of the best ingredient with the
     averaged weights); the input models are not modified.
@@ -166,27 +167,32 @@ def greedy_soup(
     )
     soup = clone_with_weights(models[order[0]])
     has_batchnorm = bool(batchnorm_layers(soup))
+    recalibrating = has_batchnorm and recalibrate is not None
     if has_batchnorm and recalibrate is None:
-        finish_batchnorm(soup, None, None, "greedy_soup")
+        finish_batchnorm(soup, None, None, "greedy_soup")  # warns
+
+    def make(indices):
+        """The soup of `indices`, batch-norm statistics recomputed."""
+        assign_average(soup, [models[i] for i in indices], _uniform(indices))
+        if recalibrating:
+            finish_batchnorm(soup, recalibrate, recalibrate_steps, "greedy_soup")
+
     kept = [order[0]]
-    best = scores[order[0]]
+    if recalibrating:
+        make(kept)
+        best = score(soup)
+    else:
+        best = scores[order[0]]
     trace = []
     for index in order[1:]:
         candidate = kept + [index]
-        assign_average(soup, [models[i] for i in candidate], _uniform(candidate))
-        if has_batchnorm and recalibrate is not None:
-            finish_batchnorm(soup, recalibrate, recalibrate_steps, "greedy_soup")
+        make(candidate)
         candidate_score = score(soup)
         accepted = better_or_equal(candidate_score, best)
         trace.append({"index": index, "score": candidate_score, "kept": accepted})
         if accepted:
             kept, best = candidate, candidate_score
-    if len(kept) == 1:
-        soup = clone_with_weights(models[kept[0]])
-    else:
-        assign_average(soup, [models[i] for i in kept], _uniform(kept))
-        if has_batchnorm and recalibrate is not None:
-            finish_batchnorm(soup, recalibrate, recalibrate_steps, "greedy_soup")
+    make(kept)
     report = SoupReport(
         metric=name,
         scores=scores,

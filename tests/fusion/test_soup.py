@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_harden.fusion import SoupReport, greedy_soup
+from keras_harden.fusion import SoupReport, greedy_soup, recalibrate_batchnorm
 from keras_harden.fusion.soup import accuracy
 from tests.fusion.conftest import assert_same_weights, digits_net, weights_of
 
@@ -93,3 +93,20 @@ def test_validation_dataset(fine_tunes):
 def test_bad_metric(fine_tunes):
     with pytest.raises(ValueError, match="Received: metric='auc'"):
         greedy_soup(fine_tunes.tunes[:2], (fine_tunes.x_val, fine_tunes.y_val), "auc")
+
+
+def test_a_soup_of_one_gets_recomputed_statistics_too(fine_tunes):
+    # a stranger (fresh weights) is always refused, so the soup is the best
+    # model alone; its batch-norm statistics still come from `recalibrate`
+    best, stranger = fine_tunes.tunes[0], digits_net()
+    val = (fine_tunes.x_val, fine_tunes.y_val)
+    calibration = fine_tunes.x_fit[:256]
+    soup, report = greedy_soup([best, stranger], val, recalibrate=calibration)
+    assert report.kept == [0]
+    expected = keras.models.clone_model(best)
+    expected.set_weights(best.get_weights())
+    recalibrate_batchnorm(expected, calibration)
+    assert_same_weights(weights_of(expected), soup)
+    assert report.soup_score == pytest.approx(
+        accuracy(val[1], soup.predict(val[0], verbose=0))
+    )
