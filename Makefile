@@ -17,10 +17,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 demo: $(VENV)/.installed
 	$(VENV)/bin/keras-harden demo --out saved_models/
 
+# Test files run in parallel processes, one module per process at a time (so
+# module fixtures are built once); the small models here are bound by Python,
+# not by the cores' arithmetic.
+PARALLEL := -n auto --maxprocesses 4 --dist loadscope
+
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check keras_harden tests examples benchmarks
-	$(PY) -m pytest
-	KERAS_BACKEND=jax $(PY) -m pytest -m "not tf_only and not slow"
+	$(PY) -m pytest $(PARALLEL)
+	KERAS_BACKEND=jax $(PY) -m pytest $(PARALLEL) -m "not tf_only and not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check keras_harden tests examples benchmarks
