@@ -178,6 +178,15 @@ def test_fuse_recomputes_batchnorm_statistics_from_the_data(tmp_path, digits):
         np.testing.assert_allclose(norm.moving_variance, features.var(0), atol=1e-5)
 
 
+def test_greedy_by_crossentropy(models, tmp_path, capsys):
+    out = tmp_path / "soup.keras"
+    args = ["fuse", models["a"], models["b"], "--data", "digits", "-o", str(out)]
+    assert main([*args, "--metric", "crossentropy"]) == 0
+    text = capsys.readouterr().out
+    assert "greedy soup by held-out sparse_categorical_crossentropy" in text
+    assert kh.load_model(out).output_shape == (None, 10)
+
+
 def test_greedy_needs_data(models, tmp_path, capsys):
     code = main(["fuse", models["a"], models["b"], "-o", str(tmp_path / "s.keras")])
     assert code == 1
