@@ -156,6 +156,8 @@ def _cmd_fuse(args):
         _check_file(path)
     if args.method == "greedy" and not args.data:
         raise CommandError("--method greedy needs --data (held-out images to score)")
+    if args.metric and args.method != "greedy":
+        raise CommandError(f"--metric applies to --method greedy, not {args.method}")
     models = [_load(path) for path in args.models]
     data = _load_data(args.data, models[0], args.models[0]) if args.data else None
     if args.method != "ensemble":
@@ -177,7 +179,7 @@ def _cmd_fuse(args):
             data,
             metric=metric,
             recalibrate=recalibrate,
-            higher_is_better=args.metric == "accuracy",
+            higher_is_better=args.metric != "crossentropy",
         )
         detail = (
             f"greedy soup by held-out {report.metric}, keeping models {report.kept}"
@@ -620,9 +622,8 @@ def _parser():
     fuse.add_argument(
         "--metric",
         choices=("accuracy", "crossentropy"),
-        default="accuracy",
-        help="what --method greedy scores on --data (crossentropy ties less often "
-        "on small data)",
+        help="what --method greedy scores on --data: accuracy (the default) or "
+        "crossentropy, which ties less often on small data",
     )
     fuse.add_argument("-o", "--output", required=True, help="the .keras to write")
     fuse.set_defaults(func=_cmd_fuse)

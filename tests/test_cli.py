@@ -185,6 +185,10 @@ def test_greedy_by_crossentropy(models, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "greedy soup by held-out sparse_categorical_crossentropy" in text
     assert kh.load_model(out).output_shape == (None, 10)
+    out.unlink()
+    assert main([*args, "--method", "uniform", "--metric", "crossentropy"]) == 1
+    assert "--metric applies to --method greedy, not uniform" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_greedy_needs_data(models, tmp_path, capsys):
