@@ -308,6 +308,19 @@ def _plot_demo(path_loss, path_grad, runs):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def finish(figure, ylabel, title, path):
+        """Log-scale axes over training steps, legend, grid; saved and closed."""
+        ax = figure.axes[0]
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+
     figure, ax = plt.subplots(figsize=(7, 4))
     for label, losses in runs["loss"]:
         values = [v if math.isfinite(v) and v > 0 else math.nan for v in losses]
@@ -318,29 +331,18 @@ def _plot_demo(path_loss, path_grad, runs):
             ax.annotate(
                 " NaN/Inf next: run lost", (last, values[last]), color="tab:red"
             )
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("batch loss")
-    ax.set_title("digits, 10-layer plain ReLU net, SGD(0.05, momentum 0.9)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path_loss, dpi=100)
-    plt.close(figure)
+    finish(
+        figure,
+        "batch loss",
+        "digits, 10-layer plain ReLU net, SGD(0.05, momentum 0.9)",
+        path_loss,
+    )
 
     figure, ax = plt.subplots(figsize=(7, 4))
     for label, steps, values in runs["grad"]:
         values = [v if math.isfinite(v) and v > 0 else math.nan for v in values]
         ax.plot(steps, values, label=label, linewidth=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("global gradient norm")
-    ax.set_title("gradient norm (GradientMonitor)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path_grad, dpi=100)
-    plt.close(figure)
+    finish(figure, "global gradient norm", "gradient norm (GradientMonitor)", path_grad)
 
 
 def _table(rows):
