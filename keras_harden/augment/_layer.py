@@ -45,17 +45,19 @@ class RandomLayer(keras.layers.Layer):
 
     Randomness comes from `self.seed_generator` (a `keras.random.SeedGenerator`
     seeded with `seed`): an int seed replays the same draws call by call in a
-    fresh layer; every call draws new values. Subclasses that group images by
-    operation (`aug_ops.apply_layers`) need dynamic shapes, which XLA lacks,
-    hence `supports_jit` on the TensorFlow backend.
+    fresh layer; every call draws new values. Layers that group images by
+    operation (`groups_images`, through `aug_ops.apply_layers`) need dynamic
+    shapes, which XLA lacks, hence `supports_jit` on the TensorFlow backend.
     """
+
+    groups_images = True
 
     def __init__(self, seed=None, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.seed = check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.supports_jit = not aug_ops.dynamic_shapes()
+        self.supports_jit = not (self.groups_images and aug_ops.dynamic_shapes())
 
     def call(self, images, training=True):
         if not training:

@@ -67,6 +67,8 @@ class MixUpCutMix(RandomLayer):
         mode).
     """
 
+    groups_images = False  # one blend per image, no grouping by operation
+
     def __init__(
         self,
         num_classes,
@@ -79,7 +81,6 @@ class MixUpCutMix(RandomLayer):
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
-        self.supports_jit = True  # no grouping of images by operation
         if (
             not isinstance(num_classes, int)
             or isinstance(num_classes, bool)
