@@ -4,7 +4,11 @@
     keras-harden diagnose MODEL.keras --data digits|DIR [--steps N] [--plot PNG]
     keras-harden fuse A.keras B.keras ... --method uniform|greedy|ensemble
                  [--data digits|DIR] [--metric accuracy|crossentropy] -o OUT.keras
-    keras-harden export MODEL.keras OUT_DIR
+                 [--overwrite]
+    keras-harden export MODEL.keras OUT_DIR [--overwrite]
+
+Nothing is written over by surprise: an existing output needs `--overwrite`,
+and a file is never replaced by a folder, nor a folder's other files deleted.
 
 Errors (a missing or unreadable file, models that cannot be fused, data that
 does not fit the model) print one line, `keras-harden <command>: error: ...`,
@@ -150,6 +154,7 @@ def _cmd_fuse(args):
 
     if not args.output.endswith(".keras"):
         raise CommandError(f"-o must name a .keras file; got {args.output!r}")
+    _check_target(kh.saving.check_save_target, args.output, args.overwrite)
     if len(args.models) < 2:
         raise CommandError("fuse needs at least two models")
     for path in args.models:
@@ -193,12 +198,24 @@ def _cmd_fuse(args):
         print(f"{detail}: accuracy {_accuracy(fused, *data):.4f}")
     else:
         print(detail)
-    kh.save_model(fused, args.output)
+    kh.save_model(fused, args.output, overwrite=args.overwrite)
     print(f"wrote {args.output}")
     return 0
 
 
 # -- export --------------------------------------------------------------------
+
+
+def _check_target(check, path, overwrite):
+    """Checks an output path before any work, so a refusal costs nothing."""
+    try:
+        check(path, overwrite)
+    except ValueError as error:
+        if not overwrite and "overwrite=True" in str(error):
+            raise CommandError(
+                f"{path!r} already exists; pass --overwrite to replace it"
+            ) from None
+        raise CommandError(str(error)) from None
 
 
 def _serve(path, x):
@@ -224,8 +241,9 @@ def _cmd_export(args):
 
     import keras_harden as kh
 
+    _check_target(kh.saving.check_export_target, args.out_dir, args.overwrite)
     model = _load(args.model)
-    path = kh.export(model, args.out_dir)
+    path = kh.export(model, args.out_dir, overwrite=args.overwrite)
     shape = [d or 2 for d in model.input_shape[1:]]
     x = np.random.default_rng(0).uniform(0, 255, size=[2, *shape]).astype("float32")
     diff = float(np.max(np.abs(_serve(path, x) - model.predict(x, verbose=0))))
@@ -551,8 +569,13 @@ def _cmd_demo(args):
     )
 
     print("\n== 4. save, export, reload ==")
-    keras_path = kh.save_model(soup, os.path.join(out, "demo_soup.keras"))
-    saved_path = kh.export(soup, os.path.join(out, "demo_soup_savedmodel"))
+    # the demo replaces its own earlier outputs, never anything else
+    keras_path = kh.save_model(
+        soup, os.path.join(out, "demo_soup.keras"), overwrite=True
+    )
+    saved_path = kh.export(
+        soup, os.path.join(out, "demo_soup_savedmodel"), overwrite=True
+    )
     expected = soup.predict(x_test, verbose=0)
     diffs = {}
     reloaded = {
@@ -628,11 +651,20 @@ def _parser():
         "crossentropy, which ties less often on small data",
     )
     fuse.add_argument("-o", "--output", required=True, help="the .keras to write")
+    fuse.add_argument(
+        "--overwrite", action="store_true", help="replace an existing -o file"
+    )
     fuse.set_defaults(func=_cmd_fuse)
 
     export = sub.add_parser("export", help="write an inference-mode SavedModel")
     export.add_argument("model", help="a .keras file")
     export.add_argument("out_dir", help="the SavedModel folder to write")
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier SavedModel in OUT_DIR (a file, or a folder "
+        "holding other files, is never replaced)",
+    )
     export.set_defaults(func=_cmd_export)
     return parser
 

@@ -2,6 +2,10 @@
 
 - `save_model` writes a `.keras` file atomically: beside the target, then renamed,
   so an interrupted save never leaves a half-written file where a good one was.
+- Neither `save_model` nor `export` writes over anything by surprise: an
+  existing model is replaced only with `overwrite=True`, and a file is never
+  replaced by a folder (or a folder by a file), nor a folder holding anything
+  but a SavedModel deleted, whatever `overwrite` says.
 - `load_model` reads a `.keras` file or a TensorFlow SavedModel directory with
   Keras's `safe_mode` on, and turns every failure into one `ValueError` naming
   the file.
@@ -17,10 +21,16 @@ import zipfile
 
 import keras
 
-__all__ = ["export", "load_model", "save_model"]
+__all__ = [
+    "check_export_target",
+    "check_save_target",
+    "export",
+    "load_model",
+    "save_model",
+]
 
 
-def save_model(model, path):
+def save_model(model, path, overwrite=False):
     """Saves `model` to the `.keras` file `path` atomically.
 
     The archive is written to a temporary file in the same directory and then
@@ -29,9 +39,16 @@ def save_model(model, path):
     Args:
         model: a Keras model.
         path: destination, ending in `.keras`.
+        overwrite: bool; replace an existing file at `path`. Without it an
+            existing file is an error and stays as it was. A directory at
+            `path` is never replaced.
 
     Returns:
         The path written, as a string.
+
+    Raises:
+        ValueError: naming `path` when it exists and `overwrite` is off, or is
+            a directory; nothing is written then.
 
     Example:
 
@@ -40,6 +57,7 @@ def save_model(model, path):
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"`path` must end with '.keras'. Received: path={path!r}")
+    check_save_target(path, overwrite)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".keras", prefix=".tmp-", dir=directory)
@@ -69,8 +87,74 @@ def _umask():
     return umask
 
 
+def _check_overwrite(overwrite):
+    if not isinstance(overwrite, bool):
+        raise ValueError(
+            f"`overwrite` must be a bool. Received: overwrite={overwrite!r}"
+        )
+
+
+def check_save_target(path, overwrite=False):
+    """Raises the `ValueError` that `save_model(..., path, overwrite)` would,
+    before any work is done (the command line checks its output path first)."""
+    _check_overwrite(overwrite)
+    if os.path.isdir(path):
+        raise ValueError(
+            f"{path!r} is a directory; save_model writes a `.keras` file and never "
+            f"replaces a directory. Choose another path. Received: path={path!r}"
+        )
+    if os.path.lexists(path) and not overwrite:
+        raise ValueError(
+            f"{path!r} already exists. Pass overwrite=True to replace it. "
+            f"Received: path={path!r}, overwrite=False"
+        )
+
+
 def _is_saved_model_dir(path):
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+# What a TensorFlow SavedModel directory holds; anything else in a folder means
+# it is not (only) an export, and deleting it would lose the user's files.
+_SAVED_MODEL_ENTRIES = {
+    "saved_model.pb",
+    "saved_model.pbtxt",
+    "fingerprint.pb",
+    "keras_metadata.pb",
+    "variables",
+    "assets",
+}
+
+
+def check_export_target(path, overwrite=False):
+    """Raises the `ValueError` that `export(..., path, overwrite)` would: a
+    target is fine when it is new, an empty directory, or (with
+    `overwrite=True`) an earlier SavedModel and nothing else."""
+    _check_overwrite(overwrite)
+    path = os.fspath(path).rstrip("/")
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise ValueError(
+            f"{path!r} is a file; export writes a SavedModel directory and never "
+            f"replaces a file. Choose another path. Received: path={path!r}"
+        )
+    entries = sorted(os.listdir(path))
+    if not entries:
+        return
+    foreign = [e for e in entries if e not in _SAVED_MODEL_ENTRIES]
+    if foreign or not _is_saved_model_dir(path):
+        shown = ", ".join(foreign[:5] or entries[:5])
+        raise ValueError(
+            f"{path!r} is a directory holding files that are not a SavedModel "
+            f"({shown}); export never deletes them. Choose a new or empty "
+            f"directory. Received: path={path!r}"
+        )
+    if not overwrite:
+        raise ValueError(
+            f"{path!r} already holds a SavedModel. Pass overwrite=True to replace "
+            f"it. Received: path={path!r}, overwrite=False"
+        )
 
 
 def load_model(path, custom_objects=None, safe_mode=True, compile=True):
@@ -172,7 +256,7 @@ def _input_signature(model):
     return specs
 
 
-def export(model, path):
+def export(model, path, overwrite=False):
     """Exports `model` as a TensorFlow SavedModel that serves in inference mode.
 
     The `serve` endpoint calls `model(x, training=False)`, so augmentation,
@@ -181,10 +265,18 @@ def export(model, path):
 
     Args:
         model: a built functional or Sequential Keras model.
-        path: the SavedModel directory to write.
+        path: the SavedModel directory to write: new, empty, or (with
+            `overwrite=True`) an earlier SavedModel. A file, or a directory
+            holding anything else, is refused and left as it was.
+        overwrite: bool; replace an existing SavedModel at `path`.
 
     Returns:
         The path written, as a string.
+
+    Raises:
+        ValueError: naming `path` when it is a file, a directory holding other
+            files, or an earlier SavedModel without `overwrite=True`; nothing
+            is written or deleted then.
 
     Example:
 
@@ -193,6 +285,7 @@ def export(model, path):
     >>> tf.saved_model.load("saved_models/soup_savedmodel").serve(x)  # doctest: +SKIP
     """
     path = os.fspath(path).rstrip("/")
+    check_export_target(path, overwrite)
     specs = _input_signature(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -214,7 +307,8 @@ def export(model, path):
     try:
         archive.write_out(tmp, verbose=False)
         os.chmod(tmp, _file_mode(path) | 0o111 & ~_umask())  # mkdtemp gives 0o700
-        if os.path.exists(path):
+        if os.path.lexists(path):
+            check_export_target(path, overwrite)  # unchanged while we wrote?
             old = tempfile.mkdtemp(prefix=".old-export-", dir=parent)
             os.rmdir(old)
             os.replace(path, old)

@@ -257,6 +257,39 @@ def test_export_writes_a_serving_savedmodel(models, tmp_path, capsys):
     assert "max |serve(x) - model.predict(x)|" in text
 
 
+def test_export_refuses_to_write_over_a_model_or_other_files(models, tmp_path, capsys):
+    target = tmp_path / "b.keras"
+    target.write_bytes(open(models["a"], "rb").read())
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    for out in (target, folder):
+        for extra in ([], ["--overwrite"]):
+            code = main(["export", models["a"], str(out), *extra])
+            err = capsys.readouterr().err
+            assert code == 1 and err.count("\n") == 1, err
+            assert str(out) in err
+    assert target.read_bytes() == open(models["a"], "rb").read()
+    assert os.listdir(folder) == ["notes.txt"]
+    assert (folder / "notes.txt").read_text() == "keep"
+
+
+def test_export_and_fuse_replace_only_with_overwrite(models, tmp_path, capsys):
+    sm = tmp_path / "sm"
+    assert main(["export", models["a"], str(sm)]) == 0
+    assert main(["export", models["a"], str(sm)]) == 1
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(["export", models["a"], str(sm), "--overwrite"]) == 0
+    out = tmp_path / "fused.keras"
+    out.write_bytes(b"a model I trained")
+    args = ["fuse", models["a"], models["b"], "--method", "uniform", "-o", str(out)]
+    assert main(args) == 1
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"a model I trained"
+    assert main([*args, "--overwrite"]) == 0
+    assert kh.load_model(out).output.shape[-1] == 10
+
+
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["fuse", "a.keras", "--method", "median", "-o", "x.keras"])

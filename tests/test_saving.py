@@ -43,7 +43,7 @@ def test_failed_save_keeps_the_old_file(tmp_path):
 
     model.save = explode
     with pytest.raises(Boom):
-        kh.save_model(model, path)
+        kh.save_model(model, path, overwrite=True)
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["m.keras"]
 
@@ -93,7 +93,7 @@ def test_export_serves_inference_mode(tmp_path, digits):
     np.testing.assert_allclose(
         reloaded.predict(x[:8], verbose=0), served.numpy(), atol=1e-6
     )
-    kh.export(model, path)  # overwriting an existing export is atomic too
+    kh.export(model, path, overwrite=True)  # replacing an export is atomic too
     assert sorted(os.listdir(tmp_path)) == ["sm"]
 
 
@@ -108,7 +108,7 @@ def test_saved_file_gets_ordinary_permissions(tmp_path):
     # mkstemp would leave 0o600: a model file others cannot read
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~_umask()
     os.chmod(path, 0o640)
-    kh.save_model(small_classifier(), path)  # replacing keeps the old mode
+    kh.save_model(small_classifier(), path, overwrite=True)  # keeps the old mode
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
 
 
@@ -142,3 +142,69 @@ def test_committed_fused_model_loads_and_classifies(digits):
     accuracy = np.mean(soup.predict(xt, verbose=0).argmax(-1) == yt)
     assert accuracy >= 0.97
     assert soup.output.shape == (None, 10)
+
+
+def _snapshot(folder):
+    """Every file under `folder` with its bytes: what must survive a refusal."""
+    return {
+        os.path.relpath(os.path.join(root, name), folder): open(
+            os.path.join(root, name), "rb"
+        ).read()
+        for root, _, names in os.walk(folder)
+        for name in names
+    }
+
+
+def test_save_model_never_writes_over_by_surprise(tmp_path):
+    path = kh.save_model(small_classifier(), tmp_path / "m.keras")
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"m\.keras.*already exists.*overwrite=True"):
+        kh.save_model(small_classifier(), path)
+    folder = tmp_path / "folder.keras"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"folder\.keras.*is a directory"):
+        kh.save_model(small_classifier(), folder, overwrite=True)
+    with pytest.raises(ValueError, match=r"overwrite='yes'"):
+        kh.save_model(small_classifier(), tmp_path / "n.keras", overwrite="yes")
+    assert _snapshot(tmp_path) == {**before, "folder.keras/notes.txt": b"mine"}
+    kh.save_model(small_classifier(), path, overwrite=True)
+    assert _snapshot(tmp_path)["m.keras"] != before["m.keras"]
+
+
+@pytest.mark.tf_only
+def test_export_never_destroys_a_file_or_other_files(tmp_path):
+    model = small_classifier()
+    trained = kh.save_model(model, tmp_path / "b.keras")
+    notes = tmp_path / "project"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("do not lose me")
+    before = _snapshot(tmp_path)
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match=r"b\.keras.*is a file"):
+            kh.export(model, trained, overwrite=overwrite)
+        with pytest.raises(ValueError, match=r"project.*notes\.txt.*never deletes"):
+            kh.export(model, notes, overwrite=overwrite)
+    assert _snapshot(tmp_path) == before
+    # an earlier export with a stray file beside it is not only an export
+    served = kh.export(model, tmp_path / "served")
+    (tmp_path / "served" / "README").write_text("how this was made")
+    with pytest.raises(ValueError, match="README"):
+        kh.export(model, served, overwrite=True)
+    assert (tmp_path / "served" / "README").read_text() == "how this was made"
+
+
+@pytest.mark.tf_only
+def test_export_replaces_an_export_only_when_asked(tmp_path):
+    model = small_classifier()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    kh.export(model, empty)  # an empty folder holds nothing to lose
+    assert (empty / "saved_model.pb").is_file()
+    before = _snapshot(empty)
+    with pytest.raises(ValueError, match=r"already holds a SavedModel.*overwrite=True"):
+        kh.export(small_classifier(), empty)
+    assert _snapshot(empty) == before
+    kh.export(small_classifier(), empty, overwrite=True)
+    assert _snapshot(empty) != before
+    assert sorted(os.listdir(tmp_path)) == ["empty"]
