@@ -41,8 +41,8 @@ class ClipByGlobalNorm(ClipRule):
         super().__init__()
         self.clip_norm = check_positive("clip_norm", clip_norm)
 
-    def __call__(self, grads, variables, norm):
-        del variables
+    def __call__(self, grads, variables, norm, state):
+        del variables, state
         clipped, new_norm = gradient_ops.clip_by_global_norm(
             grads, self.clip_norm, norm
         )

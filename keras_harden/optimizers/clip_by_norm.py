@@ -35,8 +35,8 @@ class ClipByNorm(ClipRule):
         super().__init__()
         self.clip_norm = check_positive("clip_norm", clip_norm)
 
-    def __call__(self, grads, variables, norm):
-        del variables, norm
+    def __call__(self, grads, variables, norm, state):
+        del variables, state, norm
         clipped = [
             None if g is None else gradient_ops.clip_by_norm(g, self.clip_norm)
             for g in grads

@@ -34,8 +34,8 @@ class ClipByValue(ClipRule):
         super().__init__()
         self.clip_value = check_positive("clip_value", clip_value)
 
-    def __call__(self, grads, variables, norm):
-        del variables, norm
+    def __call__(self, grads, variables, norm, state):
+        del variables, state, norm
         clipped = [
             None if g is None else gradient_ops.clip_by_value(g, self.clip_value)
             for g in grads

@@ -69,6 +69,13 @@ class GradientClipping(HardenedOptimizer):
             "clipnorm": clipnorm,
             "global_clipnorm": global_clipnorm,
         }
+        if all(limit is None for limit in limits.values()):
+            raise ValueError(
+                "GradientClipping needs a limit: pass `global_clipnorm`, "
+                "`clipnorm` or `clipvalue` (for skipping non-finite steps alone, "
+                "use HardenedOptimizer(inner_optimizer)). Received: "
+                "global_clipnorm=None, clipnorm=None, clipvalue=None"
+            )
         rules = [
             _RULES[argument](check_positive(argument, limit))
             for argument, limit in limits.items()

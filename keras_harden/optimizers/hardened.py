@@ -75,6 +75,21 @@ def _check_inner(inner_optimizer):
             "`inner_optimizer` must be a keras.optimizers.Optimizer instance. "
             f"Received: inner_optimizer={inner_optimizer!r}"
         )
+    own_clips = {
+        name: getattr(inner_optimizer, name)
+        for name in ("clipnorm", "global_clipnorm", "clipvalue")
+        if getattr(inner_optimizer, name) is not None
+    }
+    if own_clips:
+        settings = ", ".join(f"{k}={v!r}" for k, v in own_clips.items())
+        raise ValueError(
+            "`inner_optimizer` must not clip by itself: Keras clips each "
+            "replica's share of the gradient under tf.distribute and the scaled "
+            "gradient under mixed precision, which is what the wrapper exists to "
+            "fix. Move the setting to the wrapper, e.g. "
+            "kh.optimizers.GradientClipping(keras.optimizers.SGD(0.1), "
+            f"global_clipnorm=1.0). Received: inner_optimizer with {settings}"
+        )
     if inner_optimizer.loss_scale_factor is not None:
         raise ValueError(
             "`inner_optimizer` must not set `loss_scale_factor`: the rules must "
@@ -333,7 +348,8 @@ class HardenedOptimizer(keras.optimizers.Optimizer):
         for rule in self.rules:
             if rule.uses_global_norm and current is None:
                 current = gradient_ops.global_norm(clipped)
-            clipped, current, state = rule(clipped, variables, current)
+            state = [ops.convert_to_tensor(v) for v in rule.state_variables]
+            clipped, current, state = rule(clipped, variables, current, state)
             rule_updates.extend(zip(rule.state_variables, state, strict=True))
         if current is None:
             current = gradient_ops.global_norm(clipped)

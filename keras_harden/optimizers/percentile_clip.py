@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_harden.optimizers import gradient_ops
-from keras_harden.optimizers.clip_rule import ClipRule
+from keras_harden.optimizers.clip_rule import ClipRule, StateSpec
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -59,41 +59,28 @@ class PercentileClip(ClipRule):
         self.percentile = float(percentile)
         self.history = history
 
-    def build(self, optimizer, variables):
-        del variables
-        self.norm_history = optimizer.add_variable(
-            (self.history,),
-            initializer="zeros",
-            dtype="float32",
-            aggregation="only_first_replica",
-            name="autoclip_norm_history",
-        )
-        self.norm_count = optimizer.add_variable(
-            (),
-            initializer="zeros",
-            dtype="int32",
-            aggregation="only_first_replica",
-            name="autoclip_norm_count",
-        )
-        self.built = True
+    state_prefix = "autoclip"
 
-    @property
-    def state_variables(self):
-        return [self.norm_history, self.norm_count]
+    def state_spec(self, variables):
+        del variables
+        return [
+            StateSpec("norm_history", (self.history,), "float32"),
+            StateSpec("norm_count", (), "int32"),
+        ]
 
     def clip_value(self, norm_history, norm_count):
         """The current limit given a buffer and how many norms it has seen."""
         filled = ops.minimum(norm_count, self.history)
         return gradient_ops.masked_percentile(norm_history, filled, self.percentile)
 
-    def __call__(self, grads, variables, norm):
+    def __call__(self, grads, variables, norm, state):
         del variables
-        count = ops.convert_to_tensor(self.norm_count)
+        norm_history, count = state
         slot = count % self.history
         window = ops.where(
             ops.arange(self.history, dtype="int32") == slot,
             ops.cast(norm, "float32"),
-            ops.convert_to_tensor(self.norm_history),
+            norm_history,
         )
         new_count = count + 1
         limit = self.clip_value(window, new_count)

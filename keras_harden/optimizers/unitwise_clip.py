@@ -1,6 +1,7 @@
 """Adaptive gradient clipping (AGC): unit-wise, relative to the weights."""
 
 import re
+import warnings
 
 import keras
 
@@ -90,12 +91,27 @@ class UnitwiseClip(ClipRule):
         path = _path(variable)
         return any(re.search(p, path) for p in patterns)
 
+    def build(self, optimizer, variables):
+        super().build(optimizer, variables)
+        paths = [_path(v) for v in variables]
+        unmatched = [
+            p for p in self.exclude if not any(re.search(p, path) for path in paths)
+        ]
+        if unmatched:
+            shown = ", ".join(paths[:6]) + (", ..." if len(paths) > 6 else "")
+            warnings.warn(
+                f"UnitwiseClip: `exclude` patterns {unmatched} match no trainable "
+                f"variable, so nothing is excluded for them. Variable paths look "
+                f"like: {shown}. Received: exclude={list(self.exclude)}",
+                stacklevel=2,
+            )
+
     def is_excluded(self, variable):
         """Whether `variable`'s gradient is left unclipped."""
         return self._matches(self.exclude, variable)
 
-    def __call__(self, grads, variables, norm):
-        del norm
+    def __call__(self, grads, variables, norm, state):
+        del norm, state
         clipped = []
         for g, v in zip(grads, variables, strict=True):
             if g is None or self.is_excluded(v):

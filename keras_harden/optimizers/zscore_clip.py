@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_harden.optimizers import gradient_ops
-from keras_harden.optimizers.clip_rule import ClipRule, check_positive
+from keras_harden.optimizers.clip_rule import ClipRule, StateSpec, check_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -71,26 +71,15 @@ class ZScoreClip(ClipRule):
             None if max_norm is None else check_positive("max_norm", max_norm)
         )
 
-    def build(self, optimizer, variables):
+    state_prefix = "zclip"
+
+    def state_spec(self, variables):
         del variables
-
-        def scalar(name, dtype):
-            return optimizer.add_variable(
-                (),
-                initializer="zeros",
-                dtype=dtype,
-                aggregation="only_first_replica",
-                name=name,
-            )
-
-        self.norm_mean = scalar("zclip_norm_mean", "float32")
-        self.norm_var = scalar("zclip_norm_var", "float32")
-        self.norm_count = scalar("zclip_norm_count", "int32")
-        self.built = True
-
-    @property
-    def state_variables(self):
-        return [self.norm_mean, self.norm_var, self.norm_count]
+        return [
+            StateSpec("norm_mean", (), "float32"),
+            StateSpec("norm_var", (), "float32"),
+            StateSpec("norm_count", (), "int32"),
+        ]
 
     def limit(self, norm, mean, var, warm):
         """The norm a step is clipped to (`inf` when it is not a spike)."""
@@ -107,12 +96,10 @@ class ZScoreClip(ClipRule):
             limit = ops.minimum(limit, self.max_norm)
         return limit
 
-    def __call__(self, grads, variables, norm):
+    def __call__(self, grads, variables, norm, state):
         del variables
         norm = ops.cast(norm, "float32")
-        mean = ops.convert_to_tensor(self.norm_mean)
-        var = ops.convert_to_tensor(self.norm_var)
-        count = ops.convert_to_tensor(self.norm_count)
+        mean, var, count = state
         warm = count < self.warmup_steps
 
         limit = self.limit(norm, mean, var, warm)

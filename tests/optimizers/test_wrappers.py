@@ -160,3 +160,27 @@ def test_two_epochs_equal_one_save_load_one(digits, tmp_path):
     ):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
     assert int(resumed.optimizer.iterations) == 8
+
+
+def test_gradient_clipping_without_a_limit_is_an_error():
+    with pytest.raises(ValueError, match="needs a limit.*global_clipnorm=None"):
+        GradientClipping(keras.optimizers.SGD(0.1))
+
+
+@pytest.mark.parametrize(
+    "setting", [{"clipnorm": 1.0}, {"global_clipnorm": 1.0}, {"clipvalue": 0.5}]
+)
+def test_inner_optimizer_that_clips_by_itself_is_refused(setting):
+    # The inner optimizer would clip each replica's share (the Keras behaviour
+    # the wrappers exist to fix) while the wrapper clips nothing.
+    ((name, value),) = setting.items()
+    for wrap in (HardenedOptimizer, AdaptiveGradientClipping, ZClip):
+        with pytest.raises(ValueError, match=f"must not clip.*{name}={value}"):
+            wrap(keras.optimizers.SGD(0.1, **setting))
+
+
+def test_exclude_matching_no_variable_warns():
+    model = small_classifier()
+    opt = AdaptiveGradientClipping(keras.optimizers.SGD(0.1), exclude=["head", "dense"])
+    with pytest.warns(UserWarning, match=r"\['head'\] match no trainable variable"):
+        opt.build(model.trainable_variables)
