@@ -1,5 +1,6 @@
-"""The private base of the augmentation layers: training switch, value range,
-dtype, seeding and shapes, so each layer writes only its `augment` method."""
+"""The private base of the augmentation layers: training switch, labels passed
+through, value range, dtype, seeding and shapes, so each layer writes only its
+`augment` method."""
 
 import keras
 from keras import ops
@@ -37,11 +38,39 @@ def check_seed(seed):
     return seed
 
 
-class RandomLayer(keras.layers.Layer):
-    """Base of the random image layers: `call(images, training=True)` hands
-    the images, as a tensor of their own dtype (no autocast: uint8 stays
-    uint8), to `self.transform`; with `training=False` they come back
-    untouched.
+class ImageLayer(keras.layers.Layer):
+    """Base of the layers that take image batches: `call(images, labels=None,
+    training=True)`.
+
+    `self.call_images(images, training)` makes the new images, as a tensor
+    of the input's own dtype (no autocast: uint8 stays uint8). Labels, when
+    given, come back untouched beside them, so the layer maps a `tf.data`
+    dataset of `(images, labels)` pairs as it is (`Dataset.map` calls
+    `layer(images, labels)`): `ds.batch(32).map(layer)`.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+
+    def call(self, images, labels=None, training=True):
+        images = self.call_images(ops.convert_to_tensor(images), training)
+        return images if labels is None else (images, labels)
+
+    def call_images(self, images, training):
+        raise NotImplementedError
+
+    def compute_output_shape(self, images_shape, labels_shape=None):
+        shape = self.image_output_shape(images_shape)
+        return shape if labels_shape is None else (shape, labels_shape)
+
+    def image_output_shape(self, images_shape):
+        return images_shape
+
+
+class RandomLayer(ImageLayer):
+    """Base of the random image layers: with `training=True` the images go to
+    `self.transform`; with `training=False` they come back untouched.
 
     Randomness comes from `self.seed_generator` (a `keras.random.SeedGenerator`
     seeded with `seed`): an int seed replays the same draws call by call in a
@@ -53,22 +82,16 @@ class RandomLayer(keras.layers.Layer):
     groups_images = True
 
     def __init__(self, seed=None, **kwargs):
-        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.seed = check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_jit = not (self.groups_images and aug_ops.dynamic_shapes())
 
-    def call(self, images, training=True):
-        if not training:
-            return images
-        return self.transform(ops.convert_to_tensor(images))
+    def call_images(self, images, training):
+        return self.transform(images) if training else images
 
     def transform(self, images):
         raise NotImplementedError
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         config = super().get_config()

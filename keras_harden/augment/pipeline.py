@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_harden.augment._layer import check_seed, check_value_range
+from keras_harden.augment._layer import ImageLayer, check_seed, check_value_range
 from keras_harden.augment.rand_augment import RandAugment
 from keras_harden.augment.random_resized_crop import RandomResizedCrop
 
@@ -11,14 +11,15 @@ PRESETS = ("light", "standard", "strong")
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
-class Pipeline(keras.layers.Layer):
+class Pipeline(ImageLayer):
     """Applies augmentation layers in sequence, as one serializable layer.
 
     The layers may be ours, Keras's (`keras.layers.RandomFlip`, ...) or
     keras-cv's where installed. The pipeline forwards `training` to each of
     them, so inside a model it is active in `fit` and inactive in `predict`,
     `evaluate` and `keras_harden.export`; called directly (for example as a
-    `tf.data` map on batches) it is active. The output has the input's dtype
+    `tf.data` map on batches of images or of `(images, labels)` pairs, whose
+    labels pass through untouched) it is active. The output has the input's dtype
     (rounded for integer inputs), and is clipped to `value_range` when one is
     given.
 
@@ -28,7 +29,7 @@ class Pipeline(keras.layers.Layer):
         **kwargs: base layer arguments (`name`, ...).
 
     Returns:
-        The augmented images.
+        The augmented images, or `(images, labels)` when called with labels.
 
     Example:
 
@@ -45,7 +46,6 @@ class Pipeline(keras.layers.Layer):
     """
 
     def __init__(self, layers, value_range=None, **kwargs):
-        kwargs.setdefault("autocast", False)  # images keep their dtype
         super().__init__(**kwargs)
         if isinstance(layers, keras.layers.Layer) or not all(
             isinstance(layer, keras.layers.Layer) for layer in layers
@@ -65,8 +65,7 @@ class Pipeline(keras.layers.Layer):
     def layers(self):
         return list(self.pipeline_layers)
 
-    def call(self, images, training=True):
-        images = ops.convert_to_tensor(images)
+    def call_images(self, images, training):
         dtype = images.dtype
         out = images
         for layer in self.pipeline_layers:
@@ -78,7 +77,7 @@ class Pipeline(keras.layers.Layer):
             out = ops.round(out)
         return ops.cast(out, dtype)
 
-    def compute_output_shape(self, input_shape):
+    def image_output_shape(self, input_shape):
         for layer in self.pipeline_layers:
             input_shape = layer.compute_output_shape(input_shape)
         return input_shape

@@ -137,10 +137,9 @@ class RandomResizedCrop(AugmentLayer):
             )
         return height, width
 
-    def call(self, images, training=True):
+    def call_images(self, images, training):
         if training:
-            return super().call(images, training=True)
-        images = ops.convert_to_tensor(images)
+            return self.transform(images)
         unbatched = len(images.shape) == 3
         batched = ops.expand_dims(images, 0) if unbatched else images
         height, width = self._target(batched)
@@ -184,7 +183,7 @@ class RandomResizedCrop(AugmentLayer):
         boxes = ops.stack([y0, x0, box_h, box_w], axis=1)
         return ops.clip(crop_and_resize(images, boxes, height, width), 0.0, 1.0)
 
-    def compute_output_shape(self, input_shape):
+    def image_output_shape(self, input_shape):
         input_shape = tuple(input_shape)
         height = self.height or input_shape[-3]
         width = self.width or input_shape[-2]

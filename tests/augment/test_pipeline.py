@@ -114,3 +114,37 @@ def test_keras_cv_layers_compose_when_installed():
         ]
     )
     assert aug(images()).shape == (6, 16, 16, 3)
+
+
+@pytest.mark.tf_only
+def test_the_readme_tf_data_recipe_on_image_label_pairs(digits):
+    # Dataset.map calls aug(images, labels): the labels pass through untouched
+    import tensorflow as tf
+
+    (x, y), _ = digits
+    ds = tf.data.Dataset.from_tensor_slices((x[:64], y[:64]))
+    aug = kh.augment.pipeline("strong", image_size=12, flip=None, seed=0)
+    mix = kh.augment.MixUpCutMix(num_classes=10, label_smoothing=0.1, seed=0)
+    train = ds.batch(32).map(aug).map(mix).prefetch(2)
+    assert train.element_spec[0].shape.as_list() == [None, 12, 12, 1]
+    assert train.element_spec[1].shape.as_list() == [None, 10]
+    for images_, labels in train:
+        assert images_.dtype == tf.float32 and images_.shape == (32, 12, 12, 1)
+        np.testing.assert_allclose(np.asarray(labels).sum(1), 1.0, atol=1e-5)
+    layer = kh.augment.RandAugment(seed=0)  # a single layer maps pairs as well
+    for (a, labels), b in zip(ds.batch(32).map(layer), ds.batch(32), strict=True):
+        np.testing.assert_array_equal(np.asarray(labels), np.asarray(b[1]))
+        assert a.shape == b[0].shape
+
+
+def test_labels_pass_through_eagerly_and_symbolically():
+    x, y = images(4), np.array([3, 1, 4, 1], "int64")
+    aug = kh.augment.pipeline("light", image_size=8, seed=0)
+    out, labels = aug(x, y)
+    assert out.shape == (4, 8, 8, 3)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(labels), y)
+    out, labels = kh.augment.RandomResizedCrop(8, 8)(x, y, training=False)
+    assert out.shape == (4, 8, 8, 3)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(labels), y)
+    spec = aug(keras.Input((16, 16, 3)), keras.Input((), dtype="int64"))
+    assert [tuple(t.shape) for t in spec] == [(None, 8, 8, 3), (None,)]
