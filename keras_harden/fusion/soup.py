@@ -59,14 +59,21 @@ def _scorer(metric):
 class SoupReport:
     """What `greedy_soup` tried and kept.
 
+    Every score is taken the same way: when batch-norm statistics are
+    recomputed (`recalibrate=`), each input model's too, so what a soup gains
+    over its ingredients is not the recalibration's doing.
+
     Attributes:
         metric: the metric's name.
-        scores: each input model's held-out score, in input order.
+        scores: each input model's held-out score, in input order (after
+            recalibration, when there is one).
         order: input indices sorted from best to worst score.
         kept: the indices of the ingredients kept, in the order added.
         soup_score: the held-out score of the returned soup.
         trace: one dict per ingredient tried: `index`, `score` (of the soup
             with it added), `kept`.
+        scores_before_recalibration: each input model's score with its own
+            batch-norm statistics, or None when nothing was recalibrated.
     """
 
     metric: str
@@ -75,14 +82,22 @@ class SoupReport:
     kept: list
     soup_score: float
     trace: list
+    scores_before_recalibration: list = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
     def __str__(self):
-        lines = [f"greedy soup ({self.metric}):"]
+        before = self.scores_before_recalibration
+        title = f"greedy soup ({self.metric}"
+        if before is not None:
+            title += ", every score after batch-norm recalibration"
+        lines = [title + "):"]
         for index in self.order:
-            lines.append(f"  model {index}: {self.scores[index]:.4f}")
+            line = f"  model {index}: {self.scores[index]:.4f}"
+            if before is not None:
+                line += f" (before recalibration {before[index]:.4f})"
+            lines.append(line)
         for step in self.trace:
             verdict = "kept" if step["kept"] else "dropped"
             lines.append(
@@ -113,9 +128,10 @@ def greedy_soup(
     held-out `validation_data`; the soup starts as the best model, and each
     next model is added to the (uniform) average only if the averaged model's
     held-out score does not drop. When the models have batch-norm layers,
-    every candidate soup's statistics (the first one's, the best model alone,
-    too) are recomputed from `recalibrate` data before it is scored (see
-    `average_weights`), and so are the returned soup's.
+    every model's and every candidate soup's statistics are recomputed from
+    `recalibrate` data before it is scored (see `average_weights`), and so
+    are the returned soup's; the report also gives each model's score before
+    recalibration, which shows what recalibration alone gains.
 
     The returned model is new (a clone of the best ingredient with the
     averaged weights); the input models are not modified.
@@ -161,38 +177,37 @@ def greedy_soup(
     def better_or_equal(a, b):
         return a >= b if higher_is_better else a <= b
 
-    scores = [score(model) for model in models]
+    scratch = clone_with_weights(models[0])  # every candidate is scored in it
+    has_batchnorm = bool(batchnorm_layers(scratch))
+    recalibrating = has_batchnorm and recalibrate is not None
+    if has_batchnorm and recalibrate is None:
+        finish_batchnorm(scratch, None, None, "greedy_soup")  # warns
+
+    def make(target, indices):
+        """`target` becomes the soup of `indices`, batch-norm statistics
+        recomputed; returns it."""
+        assign_average(target, [models[i] for i in indices], _uniform(indices))
+        if recalibrating:
+            finish_batchnorm(target, recalibrate, recalibrate_steps, "greedy_soup")
+        return target
+
+    before = [score(model) for model in models]
+    scores = before
+    if recalibrating:
+        scores = [score(make(scratch, [i])) for i in range(len(models))]
     order = sorted(
         range(len(models)), key=lambda i: -scores[i] if higher_is_better else scores[i]
     )
-    soup = clone_with_weights(models[order[0]])
-    has_batchnorm = bool(batchnorm_layers(soup))
-    recalibrating = has_batchnorm and recalibrate is not None
-    if has_batchnorm and recalibrate is None:
-        finish_batchnorm(soup, None, None, "greedy_soup")  # warns
-
-    def make(indices):
-        """The soup of `indices`, batch-norm statistics recomputed."""
-        assign_average(soup, [models[i] for i in indices], _uniform(indices))
-        if recalibrating:
-            finish_batchnorm(soup, recalibrate, recalibrate_steps, "greedy_soup")
-
-    kept = [order[0]]
-    if recalibrating:
-        make(kept)
-        best = score(soup)
-    else:
-        best = scores[order[0]]
+    kept, best = [order[0]], scores[order[0]]
     trace = []
     for index in order[1:]:
         candidate = kept + [index]
-        make(candidate)
-        candidate_score = score(soup)
+        candidate_score = score(make(scratch, candidate))
         accepted = better_or_equal(candidate_score, best)
         trace.append({"index": index, "score": candidate_score, "kept": accepted})
         if accepted:
             kept, best = candidate, candidate_score
-    make(kept)
+    soup = make(clone_with_weights(models[order[0]]), kept)
     report = SoupReport(
         metric=name,
         scores=scores,
@@ -200,6 +215,7 @@ def greedy_soup(
         kept=kept,
         soup_score=best,
         trace=trace,
+        scores_before_recalibration=before if recalibrating else None,
     )
     return SoupResult(soup, report)
 

@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 
 from keras_harden.fusion import average_weights
-from tests.fusion.conftest import assert_same_weights, digits_net, weights_of
+from tests.fusion.conftest import (
+    assert_same_weights,
+    compile_,
+    digits_net,
+    weights_of,
+)
 
 
 def tiny(kernel, bias):
@@ -95,3 +100,20 @@ def test_bad_weights(weights):
 def test_incompatible_models():
     with pytest.raises(ValueError, match="not compatible"):
         average_weights([digits_net(), digits_net(batchnorm=False)])
+
+
+def test_models_from_different_starts_are_warned_about(fine_tunes, recwarn):
+    calibration = fine_tunes.x_fit[:128]
+    average_weights([fine_tunes.start, *fine_tunes.tunes], recalibrate=calibration)
+    assert not [w for w in recwarn if "share a start" in str(w.message)]
+    strangers = []
+    for seed in (5, 6):  # one architecture, trained from two random starts
+        keras.utils.set_random_seed(seed)
+        model = compile_(digits_net())
+        model.fit(fine_tunes.x_fit, fine_tunes.y_fit, epochs=1, verbose=0)
+        strangers.append(model)
+    models = [fine_tunes.tunes[0], *strangers]
+    with pytest.warns(UserWarning, match="models 0 and 2 do not seem to share a"):
+        average_weights(models, weights=[1, 0, 1], recalibrate=calibration)
+    with pytest.warns(UserWarning, match=r"kh\.fusion\.ensemble\(models\)"):
+        average_weights(strangers, recalibrate=calibration)

@@ -28,7 +28,15 @@ def test_greedy_soup_on_digits(fine_tunes):
     for model, saved in zip(models, before, strict=True):
         assert_same_weights(saved, model)
     assert isinstance(report, SoupReport)
-    expected = [accuracy(val[1], m.predict(val[0], verbose=0)) for m in models]
+    raw = [accuracy(val[1], m.predict(val[0], verbose=0)) for m in models]
+    assert report.scores_before_recalibration == pytest.approx(raw)
+    # every score after the same recalibration the candidates get
+    expected = []
+    for model in models:
+        alone = keras.models.clone_model(model)
+        alone.set_weights(model.get_weights())
+        recalibrate_batchnorm(alone, fine_tunes.x_fit[:256])
+        expected.append(accuracy(val[1], alone.predict(val[0], verbose=0)))
     assert report.scores == pytest.approx(expected)
     assert report.order == sorted(range(4), key=lambda i: -expected[i])
     assert report.kept[0] == report.order[0]
@@ -45,6 +53,11 @@ def test_greedy_soup_on_digits(fine_tunes):
         mean = np.mean([m.weights[i].numpy() for m in kept], axis=0)
         np.testing.assert_allclose(variable.numpy(), mean, rtol=1e-5, atol=1e-7)
     assert "kept" in str(report) and report.to_dict()["kept"] == report.kept
+    text = str(report)
+    assert "every score after batch-norm recalibration" in text
+    best = report.order[0]
+    line = f"model {best}: {expected[best]:.4f} (before recalibration {raw[best]:.4f})"
+    assert line in text
 
 
 def test_metric_options_and_minimising(fine_tunes):
@@ -55,7 +68,7 @@ def test_metric_options_and_minimising(fine_tunes):
         models, val, metric=metric, recalibrate=fine_tunes.x_fit[:128]
     )
     assert report.metric == metric.name
-    assert report.scores == pytest.approx(
+    assert report.scores_before_recalibration == pytest.approx(
         [accuracy(val[1], m.predict(val[0], verbose=0)) for m in models]
     )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -110,3 +123,7 @@ def test_a_soup_of_one_gets_recomputed_statistics_too(fine_tunes):
     assert report.soup_score == pytest.approx(
         accuracy(val[1], soup.predict(val[0], verbose=0))
     )
+    # the best model's own score is taken after the same recalibration
+    assert report.scores[0] == pytest.approx(report.soup_score)
+    raw = accuracy(val[1], best.predict(val[0], verbose=0))
+    assert report.scores_before_recalibration[0] == pytest.approx(raw)
