@@ -10,7 +10,8 @@ Five families, one sub-package each:
   stacking).
 - `keras_harden.diagnostics`: monitors, guards and reports for explosions.
 
-Saving and export live in `keras_harden.saving` and are re-exported here.
+Saving and export live in `keras_harden.saving` and are re-exported here, as
+is `harden` (`keras_harden.diagnostics.harden`), the one-call prescription.
 """
 
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ from keras_harden import (  # noqa: E402
     initializers,
     optimizers,
 )
+from keras_harden.diagnostics import harden  # noqa: E402
 from keras_harden.saving import export, load_model, save_model  # noqa: E402
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "distribute",
     "export",
     "fusion",
+    "harden",
     "initializers",
     "load_model",
     "optimizers",

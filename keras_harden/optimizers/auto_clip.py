@@ -18,6 +18,8 @@ class AutoClip(HardenedOptimizer):
         inner_optimizer: the `keras.optimizers.Optimizer` to wrap.
         percentile: float in (0, 100].
         history: int >= 1, size of the ring buffer of past norms.
+        max_weight_ratio: optional cap relative to the weights' global norm
+            (float > 0), applied on every step.
         skip_nonfinite: see `HardenedOptimizer`.
         max_consecutive_nonfinite: see `HardenedOptimizer`.
         name: optional name.
@@ -41,6 +43,7 @@ class AutoClip(HardenedOptimizer):
         inner_optimizer,
         percentile=10.0,
         history=1000,
+        max_weight_ratio=None,
         skip_nonfinite=True,
         max_consecutive_nonfinite=None,
         name=None,
@@ -48,7 +51,7 @@ class AutoClip(HardenedOptimizer):
     ):
         super().__init__(
             inner_optimizer,
-            clip=PercentileClip(percentile, history),
+            clip=PercentileClip(percentile, history, max_weight_ratio),
             skip_nonfinite=skip_nonfinite,
             max_consecutive_nonfinite=max_consecutive_nonfinite,
             name=name,

@@ -88,6 +88,13 @@ def clip_by_global_norm(grads, max_norm, norm=None):
     return scale(grads, factor), _as_float32(norm) * factor
 
 
+def weight_relative_limit(variables, grads, ratio):
+    """`ratio` times the global norm of the variables that have a gradient:
+    the largest gradient norm a scale-free cap allows."""
+    weights = [v for v, g in zip(variables, grads, strict=True) if g is not None]
+    return ratio * global_norm([ops.convert_to_tensor(w) for w in weights])
+
+
 def clip_by_norm(grad, max_norm):
     """Rescales one tensor so its own L2 norm is at most `max_norm`."""
     norm = ops.sqrt(ops.sum(ops.square(_as_float32(grad))))

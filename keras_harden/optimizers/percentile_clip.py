@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_harden.optimizers import gradient_ops
-from keras_harden.optimizers.clip_rule import ClipRule, StateSpec
+from keras_harden.optimizers.clip_rule import ClipRule, StateSpec, check_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -19,9 +19,16 @@ class PercentileClip(ClipRule):
     Everything stays in the compiled graph: no Python list, no host sync, and
     the memory is bounded by `history`.
 
+    With `max_weight_ratio`, every step is also capped at `max_weight_ratio *
+    ||W||` (`||W||` the global norm of the weights being trained) and the
+    buffer records the capped norm: a run that explodes from its first step
+    has no healthy norms to take a percentile of, and the cap keeps the
+    explosion out of the history.
+
     Args:
         percentile: float in `(0, 100]`; 10 clips most steps a little.
         history: int >= 1, how many recent norms the percentile sees.
+        max_weight_ratio: optional float > 0.
 
     Returns:
         A rule for `HardenedOptimizer(clip=...)`.
@@ -41,7 +48,7 @@ class PercentileClip(ClipRule):
 
     uses_global_norm = True
 
-    def __init__(self, percentile=10.0, history=1000):
+    def __init__(self, percentile=10.0, history=1000, max_weight_ratio=None):
         super().__init__()
         if (
             isinstance(percentile, bool)
@@ -58,6 +65,11 @@ class PercentileClip(ClipRule):
             )
         self.percentile = float(percentile)
         self.history = history
+        self.max_weight_ratio = (
+            None
+            if max_weight_ratio is None
+            else check_positive("max_weight_ratio", max_weight_ratio)
+        )
 
     state_prefix = "autoclip"
 
@@ -74,18 +86,28 @@ class PercentileClip(ClipRule):
         return gradient_ops.masked_percentile(norm_history, filled, self.percentile)
 
     def __call__(self, grads, variables, norm, state):
-        del variables
         norm_history, count = state
+        norm = ops.cast(norm, "float32")
+        recorded, cap = norm, None
+        if self.max_weight_ratio is not None:
+            cap = gradient_ops.weight_relative_limit(
+                variables, grads, self.max_weight_ratio
+            )
+            recorded = ops.minimum(norm, cap)
         slot = count % self.history
         window = ops.where(
-            ops.arange(self.history, dtype="int32") == slot,
-            ops.cast(norm, "float32"),
-            norm_history,
+            ops.arange(self.history, dtype="int32") == slot, recorded, norm_history
         )
         new_count = count + 1
         limit = self.clip_value(window, new_count)
+        if cap is not None:
+            limit = ops.minimum(limit, cap)
         clipped, new_norm = gradient_ops.clip_by_global_norm(grads, limit, norm)
         return clipped, new_norm, [window, new_count]
 
     def get_config(self):
-        return {"percentile": self.percentile, "history": self.history}
+        return {
+            "percentile": self.percentile,
+            "history": self.history,
+            "max_weight_ratio": self.max_weight_ratio,
+        }

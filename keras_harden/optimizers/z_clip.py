@@ -21,6 +21,8 @@ class ZClip(HardenedOptimizer):
         z_threshold: float > 0.
         warmup_steps: int >= 1 steps of statistics before any z-clipping.
         max_norm: optional absolute cap (float > 0), applied on every step.
+        max_weight_ratio: optional cap relative to the weights' global norm
+            (float > 0), applied on every step, warm-up included.
         skip_nonfinite: see `HardenedOptimizer`.
         max_consecutive_nonfinite: see `HardenedOptimizer`.
         name: optional name.
@@ -45,6 +47,7 @@ class ZClip(HardenedOptimizer):
         z_threshold=2.5,
         warmup_steps=25,
         max_norm=None,
+        max_weight_ratio=None,
         skip_nonfinite=True,
         max_consecutive_nonfinite=None,
         name=None,
@@ -52,7 +55,9 @@ class ZClip(HardenedOptimizer):
     ):
         super().__init__(
             inner_optimizer,
-            clip=ZScoreClip(alpha, z_threshold, warmup_steps, max_norm),
+            clip=ZScoreClip(
+                alpha, z_threshold, warmup_steps, max_norm, max_weight_ratio
+            ),
             skip_nonfinite=skip_nonfinite,
             max_consecutive_nonfinite=max_consecutive_nonfinite,
             name=name,

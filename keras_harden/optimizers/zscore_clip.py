@@ -13,20 +13,26 @@ class ZScoreClip(ClipRule):
     exponential moving mean and variance of past norms exceeds `z_threshold`.
 
     For the first `warmup_steps` steps the rule only gathers the mean and
-    (population) variance of the norms and clips nothing but `max_norm`.
+    (population) variance of the norms and clips nothing but the caps.
     After that, with `mu`, `var` the statistics and `z = (n - mu) / sqrt(var)`,
     a norm with `z > z_threshold` is clipped to
     `mu + z_threshold**2 / z * sqrt(var)` (ZClip's "adaptive scaling": the
     bigger the spike, the harder it is pulled back), then the statistics take
     the (clipped) norm: `mu <- alpha mu + (1 - alpha) n`,
     `var <- alpha var + (1 - alpha) (n - mu)**2` with the new `mu`.
-    `max_norm` is an absolute cap applied on every step.
+    Two caps apply on every step, warm-up included, and the statistics only
+    ever see capped norms: `max_norm`, an absolute limit, and
+    `max_weight_ratio`, a limit of `max_weight_ratio * ||W||` with `||W||`
+    the global norm of the weights being trained. The second is what keeps a
+    run that explodes from its first step from teaching the statistics that
+    the explosion is normal: the warm-up has no healthy norms to learn from.
 
     Args:
         alpha: EMA decay in (0, 1).
         z_threshold: float > 0.
         warmup_steps: int >= 1.
         max_norm: optional float > 0.
+        max_weight_ratio: optional float > 0.
 
     Returns:
         A rule for `HardenedOptimizer(clip=...)`.
@@ -45,7 +51,14 @@ class ZScoreClip(ClipRule):
 
     uses_global_norm = True
 
-    def __init__(self, alpha=0.97, z_threshold=2.5, warmup_steps=25, max_norm=None):
+    def __init__(
+        self,
+        alpha=0.97,
+        z_threshold=2.5,
+        warmup_steps=25,
+        max_norm=None,
+        max_weight_ratio=None,
+    ):
         super().__init__()
         if (
             isinstance(alpha, bool)
@@ -70,6 +83,11 @@ class ZScoreClip(ClipRule):
         self.max_norm = (
             None if max_norm is None else check_positive("max_norm", max_norm)
         )
+        self.max_weight_ratio = (
+            None
+            if max_weight_ratio is None
+            else check_positive("max_weight_ratio", max_weight_ratio)
+        )
 
     state_prefix = "zclip"
 
@@ -81,8 +99,9 @@ class ZScoreClip(ClipRule):
             StateSpec("norm_count", (), "int32"),
         ]
 
-    def limit(self, norm, mean, var, warm):
-        """The norm a step is clipped to (`inf` when it is not a spike)."""
+    def limit(self, norm, mean, var, warm, cap=None):
+        """The norm a step is clipped to (`inf` when it is not a spike and
+        under the caps); `cap` is the weight-relative cap, if any."""
         z2 = self.z_threshold**2
         excess = norm - mean
         spike = ops.logical_and(
@@ -94,21 +113,27 @@ class ZScoreClip(ClipRule):
         limit = ops.where(spike, threshold, float("inf"))
         if self.max_norm is not None:
             limit = ops.minimum(limit, self.max_norm)
+        if cap is not None:
+            limit = ops.minimum(limit, cap)
         return limit
 
     def __call__(self, grads, variables, norm, state):
-        del variables
         norm = ops.cast(norm, "float32")
         mean, var, count = state
         warm = count < self.warmup_steps
+        cap = None
+        if self.max_weight_ratio is not None:
+            cap = gradient_ops.weight_relative_limit(
+                variables, grads, self.max_weight_ratio
+            )
 
-        limit = self.limit(norm, mean, var, warm)
+        limit = self.limit(norm, mean, var, warm, cap)
         clipped, new_norm = gradient_ops.clip_by_global_norm(grads, limit, norm)
 
-        # Warm-up: running mean and population variance of the raw norms.
+        # Warm-up: running mean and population variance of the capped norms.
         k = ops.cast(count, "float32")
-        w_mean = mean + (norm - mean) / (k + 1.0)
-        w_var = (k * var + (norm - mean) * (norm - w_mean)) / (k + 1.0)
+        w_mean = mean + (new_norm - mean) / (k + 1.0)
+        w_var = (k * var + (new_norm - mean) * (new_norm - w_mean)) / (k + 1.0)
         # After warm-up: EMA of the clipped norm.
         e_mean = self.alpha * mean + (1.0 - self.alpha) * new_norm
         e_var = self.alpha * var + (1.0 - self.alpha) * ops.square(new_norm - e_mean)
@@ -125,4 +150,5 @@ class ZScoreClip(ClipRule):
             "z_threshold": self.z_threshold,
             "warmup_steps": self.warmup_steps,
             "max_norm": self.max_norm,
+            "max_weight_ratio": self.max_weight_ratio,
         }
