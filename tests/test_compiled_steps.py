@@ -28,6 +28,7 @@ RULES = {
     "agc": lambda inner: kh.optimizers.AdaptiveGradientClipping(inner),
     "autoclip": lambda inner: kh.optimizers.AutoClip(inner, history=16),
     "zclip": lambda inner: kh.optimizers.ZClip(inner, warmup_steps=2),
+    "adagc": lambda inner: kh.optimizers.AdaGC(inner, warmup_steps=2),
 }
 
 

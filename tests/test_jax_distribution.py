@@ -16,6 +16,7 @@ RULES = {
     ),
     "autoclip": lambda inner: kh.optimizers.AutoClip(inner, history=8),
     "zclip": lambda inner: kh.optimizers.ZClip(inner, warmup_steps=2, z_threshold=1.0),
+    "adagc": lambda inner: kh.optimizers.AdaGC(inner, abs_clip=0.5, warmup_steps=2),
 }
 
 

@@ -89,10 +89,12 @@ def clip_by_global_norm(grads, max_norm, norm=None):
 
 
 def weight_relative_limit(variables, grads, ratio):
-    """`ratio` times the global norm of the variables that have a gradient:
-    the largest gradient norm a scale-free cap allows."""
+    """`ratio` times the global norm of the variables that have a gradient,
+    that norm counted as at least 1 (so a model that starts from zeros can
+    move): the largest gradient norm a scale-free cap allows."""
     weights = [v for v, g in zip(variables, grads, strict=True) if g is not None]
-    return ratio * global_norm([ops.convert_to_tensor(w) for w in weights])
+    norm = global_norm([ops.convert_to_tensor(w) for w in weights])
+    return ratio * ops.maximum(norm, 1.0)
 
 
 def clip_by_norm(grad, max_norm):

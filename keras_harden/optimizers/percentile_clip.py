@@ -20,7 +20,7 @@ class PercentileClip(ClipRule):
     the memory is bounded by `history`.
 
     With `max_weight_ratio`, every step is also capped at `max_weight_ratio *
-    ||W||` (`||W||` the global norm of the weights being trained) and the
+    max(||W||, 1)` (`||W||` the global norm of the weights being trained) and the
     buffer records the capped norm: a run that explodes from its first step
     has no healthy norms to take a percentile of, and the cap keeps the
     explosion out of the history.

@@ -22,8 +22,8 @@ class ZScoreClip(ClipRule):
     `var <- alpha var + (1 - alpha) (n - mu)**2` with the new `mu`.
     Two caps apply on every step, warm-up included, and the statistics only
     ever see capped norms: `max_norm`, an absolute limit, and
-    `max_weight_ratio`, a limit of `max_weight_ratio * ||W||` with `||W||`
-    the global norm of the weights being trained. The second is what keeps a
+    `max_weight_ratio`, a limit of `max_weight_ratio * max(||W||, 1)` with
+    `||W||` the global norm of the weights being trained. The second keeps a
     run that explodes from its first step from teaching the statistics that
     the explosion is normal: the warm-up has no healthy norms to learn from.
 

@@ -11,6 +11,7 @@ from keras_harden.optimizers import (
     NonFiniteGradientError,
     NonFiniteLimit,
     PercentileClip,
+    PerTensorEMAClip,
     UnitwiseClip,
     ZScoreClip,
 )
@@ -43,6 +44,7 @@ ALL_RULES = [
     UnitwiseClip(0.05),
     PercentileClip(50.0, 4),
     ZScoreClip(warmup_steps=1),
+    PerTensorEMAClip(abs_clip=1.0, warmup_steps=1),
 ]
 
 
@@ -57,7 +59,12 @@ ALL_RULES = [
 )
 def test_nonfinite_step_changes_nothing(jit):
     opt, variables = make(
-        clip=[UnitwiseClip(0.05), PercentileClip(50.0, 4), ZScoreClip(warmup_steps=1)]
+        clip=[
+            UnitwiseClip(0.05),
+            PercentileClip(50.0, 4),
+            ZScoreClip(warmup_steps=1),
+            PerTensorEMAClip(warmup_steps=1),
+        ]
     )
 
     def step(g):

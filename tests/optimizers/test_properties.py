@@ -13,6 +13,7 @@ from keras_harden.optimizers import (
     ClipByValue,
     HardenedOptimizer,
     PercentileClip,
+    PerTensorEMAClip,
     UnitwiseClip,
     ZScoreClip,
 )
@@ -34,6 +35,7 @@ RULES = {
     "unitwise": lambda: UnitwiseClip(0.05),
     "percentile": lambda: PercentileClip(30.0, history=4),
     "zscore": lambda: ZScoreClip(alpha=0.5, z_threshold=1.0, warmup_steps=1),
+    "per_tensor_ema": lambda: PerTensorEMAClip(beta=0.5, warmup_steps=1),
 }
 
 

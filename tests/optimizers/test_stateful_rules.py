@@ -6,7 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_harden.optimizers import HardenedOptimizer, PercentileClip, ZScoreClip
+from keras_harden.optimizers import (
+    HardenedOptimizer,
+    PercentileClip,
+    PerTensorEMAClip,
+    ZScoreClip,
+)
 from tests.toolkit import assert_config_round_trip
 
 
@@ -128,3 +133,38 @@ def test_weight_ratio_caps_from_the_first_step(rule):
     assert float(norm) == pytest.approx(0.5)
     recorded = keras.ops.convert_to_numpy(state[0]).reshape(-1)[0]
     assert float(recorded) == pytest.approx(0.5)
+
+
+def test_per_tensor_ema_clip_golden_on_numpy():
+    # abs_clip 1, rel_clip 2, beta 0.5, warm-up 2; two one-entry tensors a, b.
+    # 1 (warm-up): (3, 4), global norm 5 -> scaled 0.2 -> (0.6, 0.8);
+    #              gammas start at the clipped norms (0.6, 0.8)
+    # 2 (warm-up): (0.3, 0), norm 0.3 <= 1 kept; gamma_a = min(0.6, 0.3)
+    #              = 0.3; b's zero norm leaves gamma_b at 0.8
+    # 3: a = 1 > 2 * 0.3 -> 0.6; gamma_a = 0.5 * 0.3 + 0.5 * 0.6 = 0.45
+    #    b = -1, |b| <= 2 * 0.8 kept; gamma_b = 0.5 * 0.8 + 0.5 * 1 = 0.9
+    #    clipped global norm sqrt(0.6^2 + 1^2) = 1.1661904
+    rule = PerTensorEMAClip(abs_clip=1.0, rel_clip=2.0, beta=0.5, warmup_steps=2)
+    weights = [np.zeros(1, "float32"), np.zeros(1, "float32")]
+    state = rule.initial_state(weights)
+    outputs = []
+    for a, b in ((3.0, 4.0), (0.3, 0.0), (1.0, -1.0)):
+        grads = [np.float32([a]), np.float32([b])]
+        norm = np.float32(np.hypot(a, b))
+        grads, new_norm, state = rule(grads, weights, norm, state)
+        outputs.append([float(keras.ops.convert_to_numpy(g)[0]) for g in grads])
+    np.testing.assert_allclose(
+        outputs, [[0.6, 0.8], [0.3, 0.0], [0.6, -1.0]], rtol=1e-6
+    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(state[0]), [0.45, 0.9])
+    assert float(new_norm) == pytest.approx(1.1661904, rel=1e-6)
+    assert int(state[1]) == 2
+
+
+def test_per_tensor_ema_clip_through_the_wrapper():
+    # Same rule on one scalar through AdaGC(SGD(1)): warm-up caps at 1.
+    applied, opt = run(PerTensorEMAClip(warmup_steps=1), [4.0, 1.0, 3.0])
+    # 4 -> 1 (gamma 1); 1 <= 1.05 kept (gamma 0.98 + 0.02 * 1 = 1);
+    # 3 -> 1.05 (gamma 0.98 * 1 + 0.02 * 1.05 = 1.001)
+    np.testing.assert_allclose(applied, [1.0, 1.0, 1.05], rtol=1e-6)
+    assert float(opt.rules[0].tensor_norm_average.numpy()[0]) == pytest.approx(1.001)

@@ -12,6 +12,7 @@ from keras_harden.optimizers import (
     ClipByValue,
     HardenedOptimizer,
     PercentileClip,
+    PerTensorEMAClip,
     UnitwiseClip,
     ZScoreClip,
 )
@@ -68,6 +69,7 @@ RULES = {
     "unitwise": lambda: UnitwiseClip(0.01),
     "percentile": lambda: PercentileClip(10.0, history=3),
     "zscore": lambda: ZScoreClip(alpha=0.5, z_threshold=0.5, warmup_steps=1),
+    "per_tensor_ema": lambda: PerTensorEMAClip(abs_clip=0.5, warmup_steps=2),
 }
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from keras_harden.optimizers import (
+    AdaGC,
     AdaptiveGradientClipping,
     AutoClip,
     ClipByGlobalNorm,
@@ -29,6 +30,7 @@ WRAPPERS = {
     ),
     "autoclip": lambda: AutoClip(keras.optimizers.Adam(1e-3), history=7),
     "zclip": lambda: ZClip(keras.optimizers.AdamW(1e-3), warmup_steps=3, max_norm=5.0),
+    "adagc": lambda: AdaGC(keras.optimizers.Adam(1e-3), abs_clip=2.0, warmup_steps=2),
 }
 
 
