@@ -17,10 +17,12 @@ on stderr and exit with status 1; usage errors exit with status 2. Set
 """
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 import time
+import warnings
 
 __all__ = ["main"]
 
@@ -32,8 +34,34 @@ class CommandError(Exception):
 # -- helpers -------------------------------------------------------------------
 
 
-def _quiet_tensorflow():
+@contextlib.contextmanager
+def _console(command):
+    """Quiet TensorFlow (start-up notes; the retracing warnings that scoring
+    many small models causes), and our own warnings as one line each,
+    `keras-harden <command>: warning: ...`, on stderr."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    logger = None
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel("ERROR")
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        if logger is not None:
+            logger.setLevel(level)
+        for w in caught:
+            if os.path.abspath(w.filename).startswith(package):
+                message = _one_line(w.message)
+                print(f"keras-harden {command}: warning: {message}", file=sys.stderr)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _check_file(path, what="model"):
@@ -105,26 +133,9 @@ def _accuracy(model, x, y):
 
 def _outputs_logits(model, x):
     """Whether `model`'s outputs are logits (not rows of probabilities)."""
-    import numpy as np
+    from keras_harden.diagnostics._core import looks_like_probabilities
 
-    out = np.asarray(model.predict(x[:32], verbose=0))
-    probabilities = bool(
-        out.min() >= 0 and out.max() <= 1 and np.allclose(out.sum(-1), 1, atol=1e-3)
-    )
-    return not probabilities
-
-
-def _loss_for(model, x):
-    """The compiled loss, else sparse categorical cross-entropy (from logits
-    unless the outputs already look like probabilities)."""
-    import keras
-
-    if getattr(model, "loss", None) is not None:
-        return None, "the model's compiled loss"
-    logits = _outputs_logits(model, x)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
-    kind = "logits" if logits else "probabilities"
-    return loss, f"sparse categorical cross-entropy on {kind}"
+    return not looks_like_probabilities(model.predict(x[:32], verbose=0))
 
 
 # -- diagnose ------------------------------------------------------------------
@@ -135,9 +146,8 @@ def _cmd_diagnose(args):
 
     model = _load(args.model)
     x, y = _load_data(args.data, model, args.model, split="train")
-    loss, loss_text = _loss_for(model, x)
-    report = kh.diagnostics.diagnose(model, (x, y), loss=loss, steps=args.steps)
-    print(f"# {args.model} on {args.data} ({loss_text})\n")
+    report = kh.diagnostics.diagnose(model, (x, y), steps=args.steps)
+    print(f"# {args.model} on {args.data} ({report.loss_name})\n")
     print(report.to_markdown())
     if args.plot:
         print(f"plot: {report.plot(args.plot)}")
@@ -193,14 +203,44 @@ def _cmd_fuse(args):
         fused = kh.fusion.ensemble(models, method="average")
         detail = f"output-averaging ensemble of {len(models)} models"
     if data is not None:
-        for path, model in zip(args.models, models, strict=True):
-            print(f"{path}: accuracy {_accuracy(model, *data):.4f}")
-        print(f"{detail}: accuracy {_accuracy(fused, *data):.4f}")
+        _print_scores(args, models, fused, detail, data)
     else:
         print(detail)
     kh.save_model(fused, args.output, overwrite=args.overwrite)
     print(f"wrote {args.output}")
     return 0
+
+
+def _print_scores(args, models, fused, detail, data):
+    """Each input's accuracy on --data, and the result's. Where the result's
+    batch-norm statistics were recomputed from --data, the inputs' are scored
+    that way too, and the gain recalibration alone gives is stated."""
+    import keras_harden as kh
+    from keras_harden.fusion._common import batchnorm_layers
+
+    x, y = data
+    raw = [_accuracy(model, x, y) for model in models]
+    recalibrated = args.method != "ensemble" and bool(batchnorm_layers(models[0]))
+    if not recalibrated:
+        for path, score in zip(args.models, raw, strict=True):
+            print(f"{path}: accuracy {score:.4f}")
+        print(f"{detail}: accuracy {_accuracy(fused, x, y):.4f}")
+        return
+    alone = [
+        _accuracy(kh.fusion.average_weights([model], recalibrate=x), x, y)
+        for model in models
+    ]
+    for path, before, after in zip(args.models, raw, alone, strict=True):
+        print(
+            f"{path}: accuracy {after:.4f} after batch-norm recalibration on "
+            f"--data ({before:.4f} before)"
+        )
+    result = _accuracy(fused, x, y)
+    print(f"{detail}: accuracy {result:.4f} after the same recalibration")
+    print(
+        f"change over the best input: {result - max(raw):+.4f} (batch-norm "
+        f"recalibration alone: {max(alone) - max(raw):+.4f})"
+    )
 
 
 # -- export --------------------------------------------------------------------
@@ -397,10 +437,6 @@ def _cmd_demo(args):
 
     import keras_harden as kh
 
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.get_logger().setLevel("ERROR")  # retracing notes from many models
     out = args.out
     os.makedirs(out, exist_ok=True)
     quick = args.quick
@@ -677,12 +713,12 @@ def _one_line(error):
 def main(argv=None):
     """Runs the `keras-harden` command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    _quiet_tensorflow()
     try:
-        for name in ("model",):
-            if hasattr(args, name):
-                _check_file(getattr(args, name))
-        return args.func(args)
+        with _console(args.command):
+            for name in ("model",):
+                if hasattr(args, name):
+                    _check_file(getattr(args, name))
+            return args.func(args)
     except KeyboardInterrupt:
         print(f"keras-harden {args.command}: interrupted", file=sys.stderr)
         return 130

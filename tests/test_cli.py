@@ -151,31 +151,95 @@ def test_fuse_writes_a_loadable_model(models, tmp_path, capsys, method, digits):
         assert [layer.name for layer in fused.layers][1:3] == ["member_0", "member_1"]
 
 
-def test_fuse_recomputes_batchnorm_statistics_from_the_data(tmp_path, digits):
-    (x, y), (xt, _) = digits
-    paths = []
-    for seed in (1, 2):
-        keras.utils.set_random_seed(seed)
+@pytest.fixture(scope="module")
+def bn_models(tmp_path_factory, digits):
+    """Three fine-tunes of one start with a batch-norm layer whose moving
+    statistics lag (momentum 0.99), and two nets of that shape trained from
+    other random starts."""
+    (x, y), _ = digits
+    folder = tmp_path_factory.mktemp("bn_models")
+
+    def net():
         inputs = keras.Input((8, 8, 1))
         h = keras.layers.Flatten()(keras.layers.Rescaling(1.0 / 255)(inputs))
-        h = keras.layers.BatchNormalization(momentum=0.5)(h)
-        model = keras.Model(inputs, keras.layers.Dense(10)(h))
+        h = keras.layers.BatchNormalization()(keras.layers.Dense(32, "relu")(h))
+        return keras.Model(inputs, keras.layers.Dense(10)(h))
+
+    def train(model, seed, epochs=1):
+        keras.utils.set_random_seed(seed)
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
-        model.fit(x[:256], y[:256], epochs=1, batch_size=64, verbose=0)
-        paths.append(kh.save_model(model, tmp_path / f"bn{seed}.keras"))
+        model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+        return model
+
+    keras.utils.set_random_seed(0)
+    start = train(net(), 0, epochs=2)
+    paths = {"tunes": [], "strangers": []}
+    for seed in (1, 2, 3):
+        tune = net()
+        tune.set_weights(start.get_weights())
+        path = kh.save_model(train(tune, seed), folder / f"tune{seed}.keras")
+        paths["tunes"].append(path)
+    for seed in (4, 5):
+        path = kh.save_model(train(net(), seed, 2), folder / f"stranger{seed}.keras")
+        paths["strangers"].append(path)
+    keras.utils.clear_session()
+    return paths
+
+
+def test_fuse_recomputes_batchnorm_statistics_from_the_data(
+    bn_models, tmp_path, digits
+):
+    _, (xt, _) = digits
+    paths = bn_models["tunes"][:2]
     for method in ("uniform", "greedy"):
         out = tmp_path / f"{method}.keras"
         args = ["fuse", *paths, "--method", method, "--data", "digits", "-o", out]
         assert main([str(a) for a in args]) == 0
+        soup = kh.load_model(out)
         norm = next(
             layer
-            for layer in kh.load_model(out).layers
+            for layer in soup.layers
             if isinstance(layer, keras.layers.BatchNormalization)
         )
         # the statistics of the --data images (the 450 test digits), by hand
-        features = xt.reshape(len(xt), -1) / 255.0
-        np.testing.assert_allclose(norm.moving_mean, features.mean(0), atol=1e-5)
-        np.testing.assert_allclose(norm.moving_variance, features.var(0), atol=1e-5)
+        hidden = keras.Model(soup.inputs[0], soup.layers[3].output)
+        features = hidden.predict(xt, verbose=0)
+        np.testing.assert_allclose(norm.moving_mean, features.mean(0), atol=1e-4)
+        np.testing.assert_allclose(norm.moving_variance, features.var(0), atol=1e-4)
+
+
+def test_fuse_scores_inputs_after_the_same_recalibration(bn_models, tmp_path, capfd):
+    # every figure printed is taken after batch-norm recalibration on --data,
+    # with what recalibration alone gives; no TensorFlow retracing warnings
+    out = tmp_path / "soup.keras"
+    args = ["fuse", *bn_models["tunes"], "--data", "digits", "-o", str(out)]
+    assert main(args) == 0
+    captured = capfd.readouterr()
+    lines = captured.out.splitlines()
+    for path, line in zip(bn_models["tunes"], lines, strict=False):
+        assert line.startswith(f"{path}: accuracy ")
+        assert "after batch-norm recalibration on --data (" in line
+        assert line.endswith(" before)")
+    assert lines[3].startswith("greedy soup by held-out accuracy")
+    assert lines[3].endswith("after the same recalibration")
+    assert "(batch-norm recalibration alone: " in lines[4]
+    assert "retracing" not in captured.err
+    assert "warning" not in captured.err.lower()
+
+
+def test_uniform_fuse_of_models_from_different_starts_warns(
+    bn_models, models, tmp_path, capsys
+):
+    out = tmp_path / "uniform.keras"
+    args = ["fuse", *bn_models["strangers"], "--method", "uniform", "-o", str(out)]
+    assert main([*args, "--data", "digits"]) == 0
+    err = capsys.readouterr().err
+    assert "keras-harden fuse: warning: average_weights: models 0 and 1 do not" in err
+    assert "kh.fusion.ensemble(models)" in err and err.count("\n") == 1
+    # two models trained from one initialisation: no warning
+    args = ["fuse", models["a"], models["b"], "--method", "uniform", "-o", str(out)]
+    assert main([*args, "--overwrite"]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_greedy_by_crossentropy(models, tmp_path, capsys):
@@ -240,6 +304,17 @@ def test_diagnose_on_an_image_folder(models, tmp_path, capsys, digits):
     assert code == 0
     assert "## Diagnosis:" in text and "- batches: 1;" in text
     assert "sparse categorical cross-entropy on logits" in text
+
+
+@pytest.mark.tf_only
+def test_diagnose_refuses_a_savedmodel_folder(models, tmp_path, capsys):
+    sm = str(tmp_path / "sm")
+    assert main(["export", models["a"], sm]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", sm, "--data", "digits"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("keras-harden diagnose: error: ")
+    assert "Diagnose the `.keras` file it was exported from" in err
 
 
 def test_bad_data_argument(models, capsys):

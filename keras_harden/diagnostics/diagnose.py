@@ -109,6 +109,66 @@ def _tap(model):
         return None, []
 
 
+def _check_visible(model):
+    """Refuses a model whose layers `diagnose` cannot see: a SavedModel
+    wrapped in a `keras.layers.TFSMLayer` (what `kh.load_model` makes of an
+    exported folder) lists its variables one by one, with no layers, so each
+    bias would be judged on its own."""
+
+    def hidden(layer):
+        if isinstance(layer, keras.layers.TFSMLayer):
+            return True
+        return isinstance(layer, keras.Model) and any(map(hidden, layer.layers))
+
+    if any(hidden(layer) for layer in getattr(model, "layers", [])):
+        raise ValueError(
+            "`diagnose` cannot see the layers of a model loaded from a SavedModel "
+            "folder (its variables come one by one, without their layers, so the "
+            "verdict would be wrong). Diagnose the `.keras` file it was exported "
+            "from (or the model before export) instead. "
+            f"Received: model={model.name!r}"
+        )
+
+
+def _resolve_loss(model, loss, batch):
+    """The loss function to differentiate (None: the compiled loss) and how
+    the report names it. Without either, sparse categorical cross-entropy,
+    from logits unless the outputs are probabilities, when the first batch
+    looks like classification (integer labels, one score per class)."""
+    if loss is not None:
+        loss_fn = keras.losses.get(loss)
+        name = getattr(loss_fn, "name", None) or getattr(loss_fn, "__name__", None)
+        return loss_fn, name or str(loss)
+    if getattr(model, "loss", None) is not None:
+        return None, "the model's compiled loss"
+    x, y = batch
+    labels = np.asarray(keras.ops.convert_to_numpy(y))
+    outputs = model(x, training=False)
+    scores = None
+    if not isinstance(outputs, (list, tuple, dict)):
+        scores = np.asarray(keras.ops.convert_to_numpy(outputs))
+    classes = scores.shape[-1] if scores is not None and scores.ndim == 2 else 0
+    if (
+        classes < 2
+        or labels.size != scores.shape[0]
+        or not np.all(labels == np.round(labels))
+        or labels.min() < 0
+        or labels.max() >= classes
+    ):
+        raise ValueError(
+            "`loss` is needed: the model was not compiled with one, and the "
+            "default (sparse categorical cross-entropy) needs one score per "
+            "class and integer class labels. Received: loss=None"
+        )
+    logits = not _core.looks_like_probabilities(scores)
+    kind = "logits" if logits else "probabilities"
+    return (
+        keras.losses.SparseCategoricalCrossentropy(from_logits=logits),
+        f"sparse categorical cross-entropy on {kind}, the default for a model "
+        "without a compiled loss",
+    )
+
+
 def _fresh_optimizer(model):
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
@@ -145,12 +205,17 @@ def diagnose(model, data, loss=None, steps=10, batch_size=32):
     optimizer step is taken by a copy of the optimizer.
 
     Args:
-        model: a built Keras model. Gradients need the TensorFlow or JAX
+        model: a built Keras model whose layers it can see: not one loaded
+            from a SavedModel folder (a `ValueError` says to diagnose the
+            `.keras` file instead). Gradients need the TensorFlow or JAX
             backend.
         data: `(x, y)` arrays, or an iterable (e.g. `tf.data.Dataset`) of
             `(x, y)` batches.
-        loss: a loss (name, function or `keras.losses.Loss`); None uses the
-            loss the model was compiled with.
+        loss: a loss (name, function or `keras.losses.Loss`). None uses the
+            loss the model was compiled with; for an uncompiled classifier
+            (one score per class, integer labels) sparse categorical
+            cross-entropy, from logits unless the outputs are probabilities
+            (rows in [0, 1] summing to 1). `report.loss_name` says which.
         steps: number of batches, >= 1.
         batch_size: batch size when `data` is arrays.
 
@@ -160,8 +225,7 @@ def diagnose(model, data, loss=None, steps=10, batch_size=32):
     Example:
 
     >>> (x, y), _ = kh.data.load_digits()
-    >>> report = kh.diagnostics.diagnose(
-    ...     model, (x, y), loss="sparse_categorical_crossentropy")  # doctest: +SKIP
+    >>> report = kh.diagnostics.diagnose(model, (x, y))  # doctest: +SKIP
     >>> report.verdict  # doctest: +SKIP
     'healthy'
 
@@ -179,22 +243,19 @@ def diagnose(model, data, loss=None, steps=10, batch_size=32):
         raise ValueError(
             f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}"
         )
-    loss_fn = keras.losses.get(loss) if loss is not None else None
-    if loss_fn is None and getattr(model, "loss", None) is None:
-        raise ValueError(
-            "`loss` is needed: the model was not compiled with one. Received: loss=None"
-        )
+    _check_visible(model)
     batches = _batches(data, steps, batch_size)
     variables = list(model.variables)
     saved = _core.to_numpy(variables)
     try:
-        return _diagnose(model, batches, loss_fn)
+        loss_fn, loss_name = _resolve_loss(model, loss, batches[0])
+        return _diagnose(model, batches, loss_fn, loss_name)
     finally:
         for variable, value in zip(variables, saved, strict=True):
             variable.assign(value)
 
 
-def _diagnose(model, batches, loss_fn):
+def _diagnose(model, batches, loss_fn, loss_name):
     trainable = list(model.trainable_variables)
     groups = _core.group_by_layer(trainable)
     weights = _core.to_numpy(trainable)
@@ -269,6 +330,7 @@ def _diagnose(model, batches, loss_fn):
         recommendations=_ADVICE[verdict],
         optimizer=optimizer_name,
         steps=len(batches),
+        loss_name=loss_name,
     )
 
 

@@ -40,6 +40,8 @@ class Report:
         recommendations: list of strings naming keras_harden pieces.
         optimizer: name of the optimizer the update ratios are for.
         steps: number of batches used.
+        loss_name: which loss was differentiated (the compiled one, the one
+            given, or the default and why).
 
     Example:
 
@@ -65,6 +67,7 @@ class Report:
         recommendations=(),
         optimizer=None,
         steps=0,
+        loss_name=None,
     ):
         if verdict not in VERDICTS:
             raise ValueError(
@@ -78,6 +81,7 @@ class Report:
         self.recommendations = list(recommendations)
         self.optimizer = optimizer
         self.steps = steps
+        self.loss_name = loss_name
 
     def get_config(self):
         return {
@@ -89,6 +93,7 @@ class Report:
             "recommendations": list(self.recommendations),
             "optimizer": self.optimizer,
             "steps": self.steps,
+            "loss_name": self.loss_name,
         }
 
     @classmethod
@@ -105,6 +110,7 @@ class Report:
             "",
             f"- batches: {self.steps}; mean loss: {_fmt(self.loss)}; mean global "
             f"gradient norm: {_fmt(self.grad_norm)}",
+            f"- loss: {self.loss_name or '-'}",
             f"- update ratios are for one step of: {self.optimizer or '-'}",
         ]
         if self.layers:

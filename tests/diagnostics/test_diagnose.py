@@ -129,13 +129,40 @@ def test_accepts_a_tf_data_dataset(sample):
     [
         ({"steps": 0}, "steps=0"),
         ({"batch_size": -1}, "batch_size=-1"),
-        ({"loss": None}, "loss=None"),
     ],
 )
 def test_bad_arguments(sample, kwargs, message):
     arguments = {"loss": LOSS, **kwargs}
     with pytest.raises(ValueError, match=message):
         diagnose(small_classifier(), sample, **arguments)
+
+
+def test_uncompiled_classifier_defaults_to_sparse_crossentropy(sample):
+    model = small_classifier()
+    report = diagnose(model, sample, steps=2)  # as in the README's tour
+    assert report.loss_name.startswith("sparse categorical cross-entropy on logits")
+    assert "- loss: sparse categorical cross-entropy on logits" in report.to_markdown()
+    given = diagnose(model, sample, loss=LOSS, steps=2)
+    assert report.loss == pytest.approx(given.loss)
+    softmax = keras.Model(model.inputs[0], keras.layers.Softmax()(model.outputs[0]))
+    assert "on probabilities" in diagnose(softmax, sample, steps=1).loss_name
+    x, y = sample
+    for labels in (y + 0.5, np.eye(10)[y]):  # not class ids: no default fits
+        with pytest.raises(ValueError, match="Received: loss=None"):
+            diagnose(model, (x, labels), steps=1)
+    model.compile(loss=LOSS)
+    assert diagnose(model, sample, steps=1).loss_name == "the model's compiled loss"
+
+
+@pytest.mark.tf_only
+def test_a_model_loaded_from_a_savedmodel_is_refused(sample, tmp_path):
+    import keras_harden as kh
+
+    model = small_classifier()
+    kh.export(model, tmp_path / "served")
+    served = kh.load_model(tmp_path / "served")
+    with pytest.raises(ValueError, match=r"Diagnose the `\.keras` file"):
+        diagnose(served, sample, loss=LOSS, steps=1)
 
 
 def test_bad_data():

@@ -33,6 +33,7 @@ def _report():
         recommendations=["Clip: `kh.optimizers.AdaptiveGradientClipping`."],
         optimizer="Adam",
         steps=3,
+        loss_name="sparse categorical cross-entropy on logits",
     )
 
 
@@ -44,6 +45,7 @@ def test_markdown_lists_verdict_layers_and_advice():
     assert "| model/head | 0.5 | 1 | 0.5 | - | nan |" in text
     assert "- Clip: `kh.optimizers.AdaptiveGradientClipping`." in text
     assert "batches: 3; mean loss: 12.5; mean global gradient norm: 8.02" in text
+    assert "- loss: sparse categorical cross-entropy on logits" in text
 
 
 def test_plot_writes_a_png(tmp_path):
