@@ -80,6 +80,7 @@ VARIANTS = {
     "AdaptiveGradientClipping": lambda: kho.AdaptiveGradientClipping(inner()),
     "AutoClip": lambda: kho.AutoClip(inner()),
     "ZClip": lambda: kho.ZClip(inner()),
+    "AdaGC": lambda: kho.AdaGC(inner()),
 }
 BASELINE = "plain SGD (baseline)"
 

@@ -11,10 +11,12 @@ from keras_harden.diagnostics import _core
 
 __all__ = ["Prescription", "Trial", "harden"]
 
-# A candidate is only preferred over an earlier (simpler) one when it beats it
-# by more than this: a fraction of the held-out loss, or of accuracy for a
-# classifier. Short trials are noisy.
+# A candidate is only preferred over an earlier (simpler) one when its
+# held-out loss is lower by more than this fraction: short trials are noisy.
 _PREFER_SIMPLER = 0.01
+# Held-out accuracies closer than this count as a tie (about one standard
+# error at 300 held-out samples).
+_ACCURACY_TIE = 0.02
 # The clip thresholds tried: fractions of the median first-step norm, and the
 # norm at which one plain SGD step moves the weights by this fraction of
 # their norm.
@@ -223,12 +225,12 @@ def harden(
        (`AdaptiveGradientClipping` with its defaults); then the best of these
        with the learning rate divided by 10 and, for a deep net without
        normalisation layers, with its kernels re-initialised by `lsuv`.
-    3. Keeps the remedy that scores best on a held-out part of `data`: by
-       accuracy for a cross-entropy loss (a net collapsed to one class can
-       have a lower loss than one still learning), else by loss; a later
-       remedy must beat an earlier one by more than 1% (of accuracy, or of
-       the loss). It restores the model's initial weights, with the winner's
-       change applied.
+    3. Keeps the remedy with the lowest loss on a held-out part of `data`
+       (a later remedy must beat an earlier one by more than 1%); for a
+       cross-entropy loss, only the remedies within 0.02 of the best held-out
+       accuracy compete (a net collapsed to one class can have a lower loss
+       than one still learning). It restores the model's initial weights,
+       with the winner's change applied.
 
     Each trial recompiles `model`; afterwards it is compiled with the
     prescribed optimizer and `loss` (compile again to add metrics).
@@ -385,15 +387,20 @@ def harden(
 
 
 def _best(trials):
-    """The earliest trial within `_PREFER_SIMPLER` of the best: by held-out
-    accuracy for a classifier (a net that collapsed to one class has a modest
-    loss but chance accuracy), else by held-out loss; the first trial when all
-    diverged."""
+    """The winning trial; the first when all diverged.
+
+    By held-out loss: the earliest (least invasive) trial within
+    `_PREFER_SIMPLER` of the lowest loss. For a classifier, only the trials
+    within `_ACCURACY_TIE` of the best held-out accuracy compete on loss: a
+    net collapsed to one class can have a lower loss than one still
+    learning, while accuracies closer than that are noise on a few hundred
+    held-out samples.
+    """
     finite = [t for t in trials if not t.diverged]
     if not finite:
         return trials[0]
     if finite[0].held_out_accuracy is not None:
         top = max(t.held_out_accuracy for t in finite)
-        return next(t for t in finite if t.held_out_accuracy >= top - _PREFER_SIMPLER)
+        finite = [t for t in finite if t.held_out_accuracy >= top - _ACCURACY_TIE]
     lowest = min(t.held_out_loss for t in finite)
     return next(t for t in finite if t.held_out_loss <= lowest * (1 + _PREFER_SIMPLER))

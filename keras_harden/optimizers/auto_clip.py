@@ -18,8 +18,11 @@ class AutoClip(HardenedOptimizer):
         inner_optimizer: the `keras.optimizers.Optimizer` to wrap.
         percentile: float in (0, 100].
         history: int >= 1, size of the ring buffer of past norms.
-        max_weight_ratio: optional cap relative to the weights' global norm
-            (float > 0), applied on every step.
+        max_weight_ratio: cap relative to the weights' global norm
+            (float > 0, or None for none), applied on every step. 0.01 was
+            chosen on the stability suite (`benchmarks/stability.py`):
+            without it AutoClip diverges on runs that explode from their
+            first step.
         skip_nonfinite: see `HardenedOptimizer`.
         max_consecutive_nonfinite: see `HardenedOptimizer`.
         name: optional name.
@@ -43,7 +46,7 @@ class AutoClip(HardenedOptimizer):
         inner_optimizer,
         percentile=10.0,
         history=1000,
-        max_weight_ratio=None,
+        max_weight_ratio=0.01,
         skip_nonfinite=True,
         max_consecutive_nonfinite=None,
         name=None,

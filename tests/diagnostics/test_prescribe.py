@@ -27,16 +27,21 @@ def test_best_prefers_the_simpler_trial_within_one_percent():
     assert _best([_trial("plain", math.inf), _trial("clip", math.inf)]).name == "plain"
 
 
-def test_best_classifier_goes_by_accuracy():
-    # a net collapsed to one class (loss ln 10 = 2.30, accuracy 0.1) loses to
-    # one still learning with a higher loss; within 0.01 the earlier wins
+def test_best_classifier_goes_by_accuracy_then_loss():
+    # A net collapsed to one class (loss ln 10 = 2.30, accuracy 0.1) loses to
+    # those still learning; within 0.02 of the best accuracy (0.555 - 0.02
+    # = 0.535) the lowest loss wins.
     trials = [
         _trial("plain", math.inf),
         _trial("collapsed", 2.30, 0.10),
         _trial("learning", 7.1, 0.55),
         _trial("agc", 5.0, 0.555),
+        _trial("worse", 1.0, 0.53),
     ]
-    assert _best(trials).name == "learning"
+    assert _best(trials).name == "agc"
+    # equal accuracy, losses 4.36 and 2.40: the loss decides
+    tie = [_trial("clip a", 4.36, 0.13), _trial("clip b", 2.40, 0.13)]
+    assert _best(tie).name == "clip b"
 
 
 def _too_large_mlp(seed):

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_harden.optimizers import AdaptiveGradientClipping, AutoClip, ZClip
+from keras_harden.optimizers import AdaGC, AdaptiveGradientClipping, AutoClip, ZClip
 
 pytestmark = pytest.mark.slow
 
@@ -16,6 +16,7 @@ OPTIMIZERS = {
     "autoclip": lambda inner: AutoClip(inner),
     # 126 steps in all: a 5-step warm-up instead of 25.
     "zclip": lambda inner: ZClip(inner, warmup_steps=5),
+    "adagc": lambda inner: AdaGC(inner),
 }
 
 
@@ -68,7 +69,7 @@ def plain_results(digits, corrupted):
     }
 
 
-@pytest.mark.parametrize("name", ["agc", "autoclip", "zclip"])
+@pytest.mark.parametrize("name", ["agc", "autoclip", "zclip", "adagc"])
 def test_rule_trains_where_plain_sgd_dies(name, corrupted, plain_results):
     (x, y), (xt, yt) = corrupted
     # Measured: plain 0.10 (dead), AGC 0.87, AutoClip 0.86, ZClip 0.85.
@@ -76,7 +77,7 @@ def test_rule_trains_where_plain_sgd_dies(name, corrupted, plain_results):
     assert _accuracy(name, x, y, xt, yt) > 0.75
 
 
-@pytest.mark.parametrize("name", ["agc", "autoclip", "zclip"])
+@pytest.mark.parametrize("name", ["agc", "autoclip", "zclip", "adagc"])
 def test_rule_trains_as_well_as_plain_when_stable(name, digits, plain_results):
     (x, y), (xt, yt) = digits
     # Measured on TensorFlow: plain 0.84, AGC 0.90, AutoClip 0.91, ZClip 0.92;

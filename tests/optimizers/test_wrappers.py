@@ -39,13 +39,20 @@ def test_defaults_follow_the_papers():
     (agc,) = AdaptiveGradientClipping(inner).rules
     assert isinstance(agc, UnitwiseClip) and (agc.clip_factor, agc.eps) == (0.01, 1e-3)
     (auto,) = AutoClip(keras.optimizers.SGD(0.1)).rules
-    assert isinstance(auto, PercentileClip) and (auto.percentile, auto.history) == (
-        10.0,
-        1000,
-    )
+    assert isinstance(auto, PercentileClip)
+    # the papers' values, and the weight cap chosen on the stability suite
+    assert (auto.percentile, auto.history, auto.max_weight_ratio) == (10.0, 1000, 0.01)
     (z,) = ZClip(keras.optimizers.SGD(0.1)).rules
     assert isinstance(z, ZScoreClip)
     assert (z.alpha, z.z_threshold, z.warmup_steps, z.max_norm) == (0.97, 2.5, 25, None)
+    assert z.max_weight_ratio == 0.01
+    (ada,) = AdaGC(keras.optimizers.SGD(0.1)).rules
+    assert (ada.abs_clip, ada.rel_clip, ada.beta, ada.warmup_steps) == (
+        1.0,
+        1.05,
+        0.98,
+        100,
+    )
     rules = GradientClipping(
         keras.optimizers.SGD(0.1), clipnorm=1.0, clipvalue=0.5, global_clipnorm=2.0
     ).rules
