@@ -13,7 +13,9 @@ and a file is never replaced by a folder, nor a folder's other files deleted.
 Errors (a missing or unreadable file, models that cannot be fused, data that
 does not fit the model) print one line, `keras-harden <command>: error: ...`,
 on stderr and exit with status 1; usage errors exit with status 2. Set
-`KERAS_HARDEN_TRACEBACK=1` to see the full traceback instead.
+`KERAS_HARDEN_TRACEBACK=1` to see the full traceback instead. Our warnings
+(models that do not seem to share a start, ...) are one line each,
+`keras-harden <command>: warning: ...`.
 """
 
 import argparse
