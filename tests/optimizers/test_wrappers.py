@@ -37,7 +37,8 @@ WRAPPERS = {
 def test_defaults_follow_the_papers():
     inner = keras.optimizers.SGD(0.1)
     (agc,) = AdaptiveGradientClipping(inner).rules
-    assert isinstance(agc, UnitwiseClip) and (agc.clip_factor, agc.eps) == (0.01, 1e-3)
+    # chosen on the stability suite (NFNets' 0.01 is for batch 4096)
+    assert isinstance(agc, UnitwiseClip) and (agc.clip_factor, agc.eps) == (0.03, 1e-3)
     (auto,) = AutoClip(keras.optimizers.SGD(0.1)).rules
     assert isinstance(auto, PercentileClip)
     # the papers' values, and the weight cap chosen on the stability suite
