@@ -2,6 +2,7 @@
 
     keras-harden demo [--out saved_models/] [--quick]
     keras-harden diagnose MODEL.keras --data digits|DIR [--steps N] [--plot PNG]
+                 [--prescribe]
     keras-harden fuse A.keras B.keras ... --method uniform|greedy|ensemble
                  [--data digits|DIR] [--metric accuracy|crossentropy] -o OUT.keras
                  [--overwrite]
@@ -149,6 +150,11 @@ def _cmd_diagnose(args):
     model = _load(args.model)
     x, y = _load_data(args.data, model, args.model, split="train")
     report = kh.diagnostics.diagnose(model, (x, y), steps=args.steps)
+    if report.verdict != "healthy" or args.prescribe:
+        # the concrete remedy, checked by short training trials on a copy
+        report = kh.diagnostics.diagnose(
+            model, (x, y), steps=args.steps, prescribe=True
+        )
     print(f"# {args.model} on {args.data} ({report.loss_name})\n")
     print(report.to_markdown())
     if args.plot:
@@ -670,6 +676,12 @@ def _parser():
     )
     diagnose.add_argument("--steps", type=int, default=10, help="batches to use")
     diagnose.add_argument("--plot", help="also write the report as this PNG")
+    diagnose.add_argument(
+        "--prescribe",
+        action="store_true",
+        help="run kh.harden's trials even when the verdict is healthy (they "
+        "always run otherwise)",
+    )
     diagnose.set_defaults(func=_cmd_diagnose)
 
     fuse = sub.add_parser("fuse", help="merge models into one")

@@ -282,6 +282,24 @@ def test_diagnose_prints_a_report_and_plot(models, tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
+def test_diagnose_prints_the_prescription_when_unhealthy(tmp_path, capsys):
+    # 8 ReLU layers, He init x1.5: exploding; the report ends with the
+    # remedy kh.harden checked by trials
+    init = keras.initializers.VarianceScaling(2.0 * 1.5**2, seed=0)
+    layers = [keras.Input((8, 8, 1)), keras.layers.Flatten()]
+    layers += [
+        keras.layers.Dense(64, "relu", kernel_initializer=init) for _ in range(8)
+    ]
+    model = keras.Sequential([*layers, keras.layers.Dense(10)])
+    path = kh.save_model(model, tmp_path / "exploding.keras")
+    assert main(["diagnose", path, "--data", "digits", "--steps", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "Diagnosis: **exploding**" in text
+    assert "### Prescription" in text and "**Prescription:" in text
+    assert "- Prescribed, checked by short trials" in text
+
+
 def test_diagnose_on_an_image_folder(models, tmp_path, capsys, digits):
     (x, y), _ = digits
     for label in (0, 1):

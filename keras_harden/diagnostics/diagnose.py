@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from keras_harden.diagnostics import _core
+from keras_harden.diagnostics.prescribe import harden
 from keras_harden.diagnostics.report import Report
 
 __all__ = ["diagnose"]
@@ -180,7 +181,9 @@ def _fresh_optimizer(model):
     return keras.optimizers.SGD(0.01), "SGD(learning_rate=0.01) (model not compiled)"
 
 
-def diagnose(model, data, loss=None, steps=10, batch_size=32):
+def diagnose(
+    model, data, loss=None, steps=10, batch_size=32, prescribe=False, optimizer=None
+):
     """Runs a few forward/backward passes and says whether training is sane.
 
     On up to `steps` batches it computes the loss and the gradient of every
@@ -218,6 +221,13 @@ def diagnose(model, data, loss=None, steps=10, batch_size=32):
             (rows in [0, 1] summing to 1). `report.loss_name` says which.
         steps: number of batches, >= 1.
         batch_size: batch size when `data` is arrays.
+        prescribe: bool; also run `kh.harden` on a copy of the model (so the
+            model stays untouched) and put the checked, concrete remedy first
+            in the recommendations and in `report.prescription` (its
+            `.optimizer`, and `.model`: the copy, with any change made).
+            Needs `(x, y)` arrays; costs a few short training trials.
+        optimizer: the optimizer to prescribe for; by default the model's
+            compiled optimizer, else `SGD(0.01)`.
 
     Returns:
         A `Report`.
@@ -243,16 +253,46 @@ def diagnose(model, data, loss=None, steps=10, batch_size=32):
         raise ValueError(
             f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}"
         )
+    if not isinstance(prescribe, bool):
+        raise ValueError(
+            f"`prescribe` must be a bool. Received: prescribe={prescribe!r}"
+        )
+    if prescribe and not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError(
+            "`prescribe=True` needs `data` as an `(x, y)` pair of arrays (the "
+            f"trials split it). Received: data={type(data).__name__}"
+        )
     _check_visible(model)
     batches = _batches(data, steps, batch_size)
     variables = list(model.variables)
     saved = _core.to_numpy(variables)
     try:
         loss_fn, loss_name = _resolve_loss(model, loss, batches[0])
-        return _diagnose(model, batches, loss_fn, loss_name)
+        report = _diagnose(model, batches, loss_fn, loss_name)
     finally:
         for variable, value in zip(variables, saved, strict=True):
             variable.assign(value)
+    if prescribe:
+        _prescribe(report, model, data, loss_fn, optimizer, batch_size)
+    return report
+
+
+def _prescribe(report, model, data, loss_fn, optimizer, batch_size):
+    """Runs `harden` on a copy of `model` and puts its choice first."""
+    if optimizer is None:
+        optimizer, _ = _fresh_optimizer(model)
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    loss_fn = loss_fn if loss_fn is not None else model.loss
+    rx = harden(copy, data, optimizer, loss_fn, batch_size=batch_size)
+    report.prescription = rx
+    report.recommendations.insert(
+        0,
+        f"Prescribed, checked by short trials against plain training: "
+        f"{rx.choice.description} ({rx.why}). `report.prescription.optimizer` "
+        "is that optimizer; `kh.harden(model, (x, y), optimizer, loss)` makes "
+        "it for your own model.",
+    )
 
 
 def _diagnose(model, batches, loss_fn, loss_name):
@@ -327,7 +367,7 @@ def _diagnose(model, batches, loss_fn, loss_name):
         stats=stats,
         loss=float(np.mean(losses)),
         grad_norm=float(np.mean(global_norms)),
-        recommendations=_ADVICE[verdict],
+        recommendations=list(_ADVICE[verdict]),
         optimizer=optimizer_name,
         steps=len(batches),
         loss_name=loss_name,

@@ -114,3 +114,27 @@ def test_argument_errors(kwargs, message):
         ValueError, match=message.replace("(", r"\(").replace(")", r"\)")
     ):
         kh.harden(**args)
+
+
+@pytest.mark.slow
+def test_diagnose_prescribes_on_a_copy(digits):
+    (x, y), _ = digits
+    model = _too_large_mlp(1)
+    before = [w.copy() for w in model.get_weights()]
+    report = kh.diagnostics.diagnose(
+        model,
+        (x, y),
+        loss=LOSS,
+        prescribe=True,
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+    )
+    assert report.verdict == "exploding"
+    rx = report.prescription
+    assert rx.model is not model and rx.choice.name != "plain"
+    assert report.recommendations[0].startswith("Prescribed")
+    assert rx.choice.description in report.recommendations[0]
+    assert "### Prescription" in report.to_markdown()
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # the user's model is untouched
+    with pytest.raises(ValueError, match="`prescribe=True` needs `data`"):
+        kh.diagnostics.diagnose(model, [(x[:8], y[:8])], loss=LOSS, prescribe=True)
