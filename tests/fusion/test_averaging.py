@@ -69,6 +69,7 @@ def test_batchnorm_statistics_recomputed_from_data(fine_tunes):
     )
 
 
+@pytest.mark.filterwarnings("ignore:average_weights. models")  # fresh weights
 def test_sequential_and_nested_models():
     def nested():
         inner = keras.Sequential(
