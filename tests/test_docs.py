@@ -35,6 +35,7 @@ TF_ONLY = re.compile(
 SLOW = [
     ("README.md", "StochasticWeightAveraging(start_epoch=15"),
     ("README.md", "seed_search("),
+    ("README.md", "kh.harden("),
     ("docs/initializers.md", "seed_search("),
     ("docs/initializers.md", "for _ in range(64)"),
 ]
