@@ -232,8 +232,10 @@ def harden(
        than one still learning). It restores the model's initial weights,
        with the winner's change applied.
 
-    Each trial recompiles `model`; afterwards it is compiled with the
-    prescribed optimizer and `loss` (compile again to add metrics).
+    Each trial recompiles `model` and seeds Keras's global random state with
+    `seed` (so every trial sees the same dropout draws); afterwards the model
+    is compiled with the prescribed optimizer and `loss` (compile again to add
+    metrics).
 
     Args:
         model: a built Keras model.

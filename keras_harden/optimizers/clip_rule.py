@@ -120,3 +120,8 @@ def check_positive(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"`{name}` must be a number > 0. Received: {name}={value!r}")
     return float(value)
+
+
+def check_optional_positive(name, value):
+    """`None` stays `None`; anything else must pass `check_positive`."""
+    return None if value is None else check_positive(name, value)

@@ -4,7 +4,11 @@ import keras
 from keras import ops
 
 from keras_harden.optimizers import gradient_ops
-from keras_harden.optimizers.clip_rule import ClipRule, StateSpec, check_positive
+from keras_harden.optimizers.clip_rule import (
+    ClipRule,
+    StateSpec,
+    check_optional_positive,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -65,10 +69,8 @@ class PercentileClip(ClipRule):
             )
         self.percentile = float(percentile)
         self.history = history
-        self.max_weight_ratio = (
-            None
-            if max_weight_ratio is None
-            else check_positive("max_weight_ratio", max_weight_ratio)
+        self.max_weight_ratio = check_optional_positive(
+            "max_weight_ratio", max_weight_ratio
         )
 
     state_prefix = "autoclip"

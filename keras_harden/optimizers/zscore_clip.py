@@ -4,7 +4,12 @@ import keras
 from keras import ops
 
 from keras_harden.optimizers import gradient_ops
-from keras_harden.optimizers.clip_rule import ClipRule, StateSpec, check_positive
+from keras_harden.optimizers.clip_rule import (
+    ClipRule,
+    StateSpec,
+    check_optional_positive,
+    check_positive,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -80,13 +85,9 @@ class ZScoreClip(ClipRule):
                 f"Received: warmup_steps={warmup_steps!r}"
             )
         self.warmup_steps = warmup_steps
-        self.max_norm = (
-            None if max_norm is None else check_positive("max_norm", max_norm)
-        )
-        self.max_weight_ratio = (
-            None
-            if max_weight_ratio is None
-            else check_positive("max_weight_ratio", max_weight_ratio)
+        self.max_norm = check_optional_positive("max_norm", max_norm)
+        self.max_weight_ratio = check_optional_positive(
+            "max_weight_ratio", max_weight_ratio
         )
 
     state_prefix = "zclip"

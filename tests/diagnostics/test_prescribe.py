@@ -67,8 +67,8 @@ def _fit(model, optimizer, data):
     return finite and np.isfinite(logits).all(), float(np.mean(logits.argmax(-1) == yt))
 
 
-@pytest.mark.slow
 def test_prescription_trains_what_plain_sgd_cannot(digits):
+    # not `slow`: the JAX pass runs it too (about 40 s on 2 shared cores)
     make_sgd = lambda: keras.optimizers.SGD(0.1, momentum=0.9)  # noqa: E731
     keras.utils.set_random_seed(0)
     plain_finite, plain_accuracy = _fit(_too_large_mlp(0), make_sgd(), digits)
