@@ -125,3 +125,12 @@ def check_positive(name, value):
 def check_optional_positive(name, value):
     """`None` stays `None`; anything else must pass `check_positive`."""
     return None if value is None else check_positive(name, value)
+
+
+def check_int(name, value, minimum):
+    """Raises `ValueError` unless `value` is an int (not a bool) >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(
+            f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
+        )
+    return value

@@ -4,7 +4,12 @@ import keras
 from keras import ops
 
 from keras_harden.optimizers import gradient_ops
-from keras_harden.optimizers.clip_rule import ClipRule, StateSpec, check_positive
+from keras_harden.optimizers.clip_rule import (
+    ClipRule,
+    StateSpec,
+    check_int,
+    check_positive,
+)
 
 
 def _tensor_norm(g):
@@ -57,23 +62,13 @@ class PerTensorEMAClip(ClipRule):
         super().__init__()
         self.abs_clip = check_positive("abs_clip", abs_clip)
         self.rel_clip = check_positive("rel_clip", rel_clip)
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-            beta = None
-        if beta is None or not 0 < beta < 1:
+        number = isinstance(beta, (int, float)) and not isinstance(beta, bool)
+        if not (number and 0 < beta < 1):
             raise ValueError(
                 f"`beta` must be a number in (0, 1). Received: beta={beta!r}"
             )
         self.beta = float(beta)
-        if (
-            isinstance(warmup_steps, bool)
-            or not isinstance(warmup_steps, int)
-            or warmup_steps < 0
-        ):
-            raise ValueError(
-                "`warmup_steps` must be an integer >= 0. "
-                f"Received: warmup_steps={warmup_steps!r}"
-            )
-        self.warmup_steps = warmup_steps
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
 
     def state_spec(self, variables):
         # gamma 0 means "no non-zero norm seen yet"

@@ -7,6 +7,7 @@ from keras_harden.optimizers import gradient_ops
 from keras_harden.optimizers.clip_rule import (
     ClipRule,
     StateSpec,
+    check_int,
     check_optional_positive,
 )
 
@@ -63,12 +64,8 @@ class PercentileClip(ClipRule):
                 "`percentile` must be a number in (0, 100]. "
                 f"Received: percentile={percentile!r}"
             )
-        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
-            raise ValueError(
-                f"`history` must be an integer >= 1. Received: history={history!r}"
-            )
         self.percentile = float(percentile)
-        self.history = history
+        self.history = check_int("history", history, 1)
         self.max_weight_ratio = check_optional_positive(
             "max_weight_ratio", max_weight_ratio
         )

@@ -7,6 +7,7 @@ from keras_harden.optimizers import gradient_ops
 from keras_harden.optimizers.clip_rule import (
     ClipRule,
     StateSpec,
+    check_int,
     check_optional_positive,
     check_positive,
 )
@@ -75,16 +76,7 @@ class ZScoreClip(ClipRule):
             )
         self.alpha = float(alpha)
         self.z_threshold = check_positive("z_threshold", z_threshold)
-        if (
-            isinstance(warmup_steps, bool)
-            or not isinstance(warmup_steps, int)
-            or warmup_steps < 1
-        ):
-            raise ValueError(
-                "`warmup_steps` must be an integer >= 1. "
-                f"Received: warmup_steps={warmup_steps!r}"
-            )
-        self.warmup_steps = warmup_steps
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, 1)
         self.max_norm = check_optional_positive("max_norm", max_norm)
         self.max_weight_ratio = check_optional_positive(
             "max_weight_ratio", max_weight_ratio

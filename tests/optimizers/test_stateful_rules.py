@@ -86,6 +86,13 @@ def test_zscore_clip_max_norm_applies_during_warmup():
         (lambda: ZScoreClip(z_threshold=-1), "Received: z_threshold=-1"),
         (lambda: ZScoreClip(warmup_steps=0), "Received: warmup_steps=0"),
         (lambda: ZScoreClip(max_norm=0.0), "Received: max_norm=0.0"),
+        (lambda: ZScoreClip(max_weight_ratio=-1), "Received: max_weight_ratio=-1"),
+        (lambda: PerTensorEMAClip(abs_clip=0), "Received: abs_clip=0"),
+        (lambda: PerTensorEMAClip(rel_clip="x"), "Received: rel_clip='x'"),
+        (lambda: PerTensorEMAClip(beta=1.0), "Received: beta=1.0"),
+        (lambda: PerTensorEMAClip(beta="0.9"), "Received: beta='0.9'"),
+        (lambda: PerTensorEMAClip(warmup_steps=-1), "Received: warmup_steps=-1"),
+        (lambda: PerTensorEMAClip(warmup_steps=True), "Received: warmup_steps=True"),
     ],
 )
 def test_argument_errors(make, message):
