@@ -9,6 +9,8 @@
 - `ensemble(models, method="average"|"concatenate", head=None)`: one functional
   model over a shared input.
 - `stack(models, meta_model=None, holdout_data=...)`: stacked generalisation.
+- `merge(base, tunes, method="task_arithmetic"|"ties"|"dare"|"dare_ties"|"slerp")`:
+  fine-tunes of one base merged through their task vectors.
 - `StochasticWeightAveraging`: a callback averaging weights along one run.
 """
 
@@ -16,6 +18,7 @@ from keras_harden.fusion.averaging import average_weights
 from keras_harden.fusion.batchnorm import recalibrate_batchnorm
 from keras_harden.fusion.compat import check_compatible
 from keras_harden.fusion.ensemble import ensemble
+from keras_harden.fusion.merge import merge
 from keras_harden.fusion.soup import SoupReport, SoupResult, greedy_soup
 from keras_harden.fusion.stacking import stack
 from keras_harden.fusion.swa import StochasticWeightAveraging
@@ -28,6 +31,7 @@ __all__ = [
     "check_compatible",
     "ensemble",
     "greedy_soup",
+    "merge",
     "recalibrate_batchnorm",
     "stack",
 ]
