@@ -113,9 +113,7 @@ def _check_number(name, value, low, high, low_open, high_open):
             value >= high if high_open else value > high
         )
     if bad:
-        interval = (
-            f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        )
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(
             f"`{name}` must be a number in {interval}. Received: {name}={value!r}"
         )
