@@ -140,7 +140,7 @@ class AugMix(AugmentLayer):
                     self._names, choice, level, draws[:, c, step, 2]
                 )
                 chain = aug_ops.apply_transforms(self._names, choice, chain, strength)
-        mix = mix + weights[:, c, None, None, None] * chain
+            mix = mix + weights[:, c, None, None, None] * chain
         blend = blend[:, None, None, None]
         return ops.clip((1.0 - blend) * images + blend * mix, 0.0, 1.0)
 

@@ -28,6 +28,18 @@ def test_tf_data_chains_change_per_batch_and_seed_replays():
         np.testing.assert_array_equal(a, b)
 
 
+def test_chains_that_keep_the_image_mix_back_to_the_image():
+    # x_aug = m x + (1 - m) sum_i w_i chain_i(x) with sum_i w_i = 1 (Hendrycks
+    # et al. 2020). At magnitude 0 every base operation leaves a constant image
+    # as it is (rotations, shears and shifts by 0, solarize above 1, posterize
+    # keeping 8 bits; auto-contrast and equalize have nothing to stretch), so
+    # every chain_i(x) = x and x_aug = x, whatever the draws. Mixing in only
+    # one chain, weighted w_i < 1, darkens it instead.
+    x = np.full((8, 12, 12, 3), 128, "uint8")
+    out = np.asarray(kh.augment.AugMix(magnitude=0.0, all_ops=False, seed=0)(x))
+    np.testing.assert_array_equal(out, x)
+
+
 def test_identical_images_differ_range_dtype():
     x = np.repeat(images(1).astype("uint8"), 8, 0)
     out = np.asarray(kh.augment.AugMix(seed=1)(x))
