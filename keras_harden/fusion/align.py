@@ -132,7 +132,7 @@ class Analysis:
         self.layer_spaces = {}  # id(layer) -> (input space, output group)
         self.opaque_names = set()  # (path) of the layers whose outputs are fixed
         self._top = True
-        inputs = [(FIXED, 1, None)] * len(model.inputs)
+        inputs = [(FIXED, 1, None)] * len(_functional(model).inputs)
         outputs = self._walk(model, inputs, path="", top=True)
         for group, _, _ in outputs:
             self._union(group, FIXED, model)
@@ -474,6 +474,7 @@ def analyse_pair(reference, model):
 def expand(permutation, repeat):
     """`permutation` of `size` units, applied to an axis of `repeat * size`
     indexed `r * size + unit` (a flattened channels-last tensor)."""
+    permutation = np.asarray(permutation)
     size = len(permutation)
     return (np.arange(repeat)[:, None] * size + permutation[None, :]).ravel()
 
