@@ -12,13 +12,19 @@
 - `merge(base, tunes, method="task_arithmetic"|"ties"|"dare"|"dare_ties"|"slerp")`:
   fine-tunes of one base merged through their task vectors.
 - `StochasticWeightAveraging`: a callback averaging weights along one run.
+- `align(reference, model, data=None)`: `model` with its hidden units
+  permuted to match `reference`'s (Git Re-Basin), its function unchanged.
+- `repair(merged, endpoints, data)`: reset a merged model's unit statistics
+  to its endpoints' (REPAIR).
 """
 
+from keras_harden.fusion.align import align
 from keras_harden.fusion.averaging import average_weights
 from keras_harden.fusion.batchnorm import recalibrate_batchnorm
 from keras_harden.fusion.compat import check_compatible
 from keras_harden.fusion.ensemble import ensemble
 from keras_harden.fusion.merge import merge
+from keras_harden.fusion.repair import repair
 from keras_harden.fusion.soup import SoupReport, SoupResult, greedy_soup
 from keras_harden.fusion.stacking import stack
 from keras_harden.fusion.swa import StochasticWeightAveraging
@@ -27,11 +33,13 @@ __all__ = [
     "SoupReport",
     "SoupResult",
     "StochasticWeightAveraging",
+    "align",
     "average_weights",
     "check_compatible",
     "ensemble",
     "greedy_soup",
     "merge",
     "recalibrate_batchnorm",
+    "repair",
     "stack",
 ]

@@ -14,8 +14,10 @@ from keras_harden.fusion._common import (
     to_numpy,
     weight_slots,
 )
+from keras_harden.fusion.align import align as align_model
 from keras_harden.fusion.batchnorm import recalibrate_batchnorm
 from keras_harden.fusion.compat import check_compatible
+from keras_harden.fusion.repair import repair as repair_model
 
 __all__ = ["average_weights"]
 
@@ -125,7 +127,25 @@ def finish_batchnorm(model, recalibrate, steps, caller):
     recalibrate_batchnorm(model, recalibrate, steps=steps)
 
 
-def average_weights(models, weights=None, recalibrate=None, recalibrate_steps=None):
+def check_align(align):
+    if not isinstance(align, bool):
+        raise ValueError(f"`align` must be True or False. Received: align={align!r}")
+
+
+def aligned_to(reference, models):
+    """`models` with each one's hidden units permuted to match `reference`'s
+    (`reference` itself, and any model that is it, as they are)."""
+    return [m if m is reference else align_model(reference, m) for m in models]
+
+
+def average_weights(
+    models,
+    weights=None,
+    recalibrate=None,
+    recalibrate_steps=None,
+    align=False,
+    repair=None,
+):
     """Returns a new model whose weights are the (weighted) mean of `models`'.
 
     The models must share one architecture (`check_compatible`). Every
@@ -140,13 +160,22 @@ def average_weights(models, weights=None, recalibrate=None, recalibrate_steps=No
     Averaging only works for models that share a start (fine-tunes of one
     model, points along one run). A model whose kernels are nearly orthogonal
     to the first model's (cosine similarity below 0.5) gets a warning saying
-    to use `ensemble` or `stack` instead. Measured on the digits with a Dense
+    to use `ensemble` or `stack` instead, or `align=True`. Measured on the
+    digits with a Dense
     MLP (64-64-10) and two small conv nets (with and without batch norm):
     28 pairs sharing a start (a trained model fine-tuned 1-5 epochs by Adam
     or SGD, against its start or another fine-tune; one random init trained
     twice) gave 0.74-1.00; 9 pairs trained from different seeds gave
     -0.03-0.12, and their uniform average scored 0.49-0.91 test accuracy
     against 0.94-0.97 for its inputs.
+
+    Models from different starts can be averaged after aligning them:
+    `align=True` permutes every model's hidden units to match the first
+    model's (`kh.fusion.align`, weight matching; align with `data=` yourself
+    for activation matching), then averages (no shared-start warning then).
+    The average of aligned models has collapsed unit statistics; pass
+    `repair=` inputs to reset them to the models' (`kh.fusion.repair`,
+    REPAIR), which also recomputes batch-norm statistics from those inputs.
 
     The result is a clone of the first model (compiled like it, when it was
     compiled); the input models are not modified.
@@ -159,7 +188,12 @@ def average_weights(models, weights=None, recalibrate=None, recalibrate_steps=No
             array, an `(x, y)` tuple, a `tf.data.Dataset` or an iterable of
             batches. Training inputs (without augmentation) are the usual
             choice.
-        recalibrate_steps: at most this many batches of `recalibrate`.
+        recalibrate_steps: at most this many batches of `recalibrate` (or of
+            `repair`).
+        align: `True` to align every model to the first before averaging.
+        repair: inputs to repair the average on (REPAIR, then batch-norm
+            recalibration): arrays, an `(x, y)` tuple, a dataset or an
+            iterable of batches. Give `repair` or `recalibrate`, not both.
 
     Returns:
         A new Keras model.
@@ -179,13 +213,27 @@ def average_weights(models, weights=None, recalibrate=None, recalibrate_steps=No
     References:
         Wortsman et al., "Model soups: averaging weights of multiple
         fine-tuned models improves accuracy without increasing inference
-        time", ICML 2022.
+        time", ICML 2022. Ainsworth et al., "Git Re-Basin", ICLR 2023.
+        Jordan et al., "REPAIR", ICLR 2023.
     """
     models = check_models(models)
     coefficients = _coefficients(weights, len(models))
+    check_align(align)
+    if repair is not None and recalibrate is not None:
+        raise ValueError(
+            "`repair` data also recalibrates batch norm: give `repair` or "
+            f"`recalibrate`, not both. Received: recalibrate={recalibrate!r}"
+        )
     check_compatible(models)
-    check_shared_start(models, coefficients, "average_weights")
+    if align:
+        models = aligned_to(models[0], models)
+    else:
+        check_shared_start(models, coefficients, "average_weights")
     result = clone_with_weights(models[0])
     assign_average(result, models, coefficients)
+    if repair is not None:
+        return repair_model(
+            result, models, repair, weights=coefficients, steps=recalibrate_steps
+        )
     finish_batchnorm(result, recalibrate, recalibrate_steps, "average_weights")
     return result

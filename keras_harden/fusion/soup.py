@@ -12,7 +12,12 @@ from keras_harden.fusion._common import (
     clone_with_weights,
     predict_with_labels,
 )
-from keras_harden.fusion.averaging import assign_average, finish_batchnorm
+from keras_harden.fusion.averaging import (
+    aligned_to,
+    assign_average,
+    check_align,
+    finish_batchnorm,
+)
 from keras_harden.fusion.compat import check_compatible
 
 __all__ = ["SoupReport", "SoupResult", "greedy_soup"]
@@ -121,6 +126,7 @@ def greedy_soup(
     recalibrate=None,
     recalibrate_steps=None,
     higher_is_better=True,
+    align=False,
 ):
     """Greedy model soup: averages only the ingredients that do not hurt.
 
@@ -132,6 +138,12 @@ def greedy_soup(
     `recalibrate` data before it is scored (see `average_weights`), and so
     are the returned soup's; the report also gives each model's score before
     recalibration, which shows what recalibration alone gains.
+
+    With `align=True`, once the models are scored every one is aligned to
+    the best (`kh.fusion.align`, weight matching: its hidden units permuted
+    to match, its function unchanged), so that models trained from
+    different starts can be averaged; the scores, the order and the report
+    are those of the models as given.
 
     The returned model is new (a clone of the best ingredient with the
     averaged weights); the input models are not modified.
@@ -149,6 +161,7 @@ def greedy_soup(
             norm, warned about otherwise.
         recalibrate_steps: at most this many batches of `recalibrate`.
         higher_is_better: `False` for a metric to minimise (a loss).
+        align: `True` to align every model to the best one before averaging.
 
     Returns:
         A `SoupResult` named tuple `(model, report)`: the soup, and a
@@ -167,6 +180,7 @@ def greedy_soup(
         time", ICML 2022; github.com/mlfoundations/model-soups.
     """
     models = check_models(models)
+    check_align(align)
     check_compatible(models)
     name, score_fn = _scorer(metric)
 
@@ -198,6 +212,8 @@ def greedy_soup(
     order = sorted(
         range(len(models)), key=lambda i: -scores[i] if higher_is_better else scores[i]
     )
+    if align:  # the function of each model, hence each score, is unchanged
+        models = aligned_to(models[order[0]], models)
     kept, best = [order[0]], scores[order[0]]
     trace = []
     for index in order[1:]:
