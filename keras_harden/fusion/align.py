@@ -642,7 +642,7 @@ def find_permutations(
 
 
 def _float64(variable):
-    return to_numpy(variable).astype("float64")
+    return to_numpy(variable.value).astype("float64")
 
 
 def apply_permutations(model, analysis, permutations):
@@ -651,7 +651,7 @@ def apply_permutations(model, analysis, permutations):
     for entry in analysis.entries:
         axes = analysis.axes(entry)
         if axes:
-            value = to_numpy(entry.variable)
+            value = to_numpy(entry.variable.value)
             values[id(entry.variable)] = permute(value, axes, permutations)
     result = clone_with_weights(model)
     for (_, _, target), (_, _, source) in zip(

@@ -124,11 +124,11 @@ def _unit_axis(layer):
 def fold(layer, scale, shift):
     """Makes `layer`'s pre-activation `scale * z + shift` (per unit) by
     scaling its kernel's output units and rewriting its bias."""
-    kernel = to_numpy(layer.kernel).astype("float64")
+    kernel = to_numpy(layer.kernel.value).astype("float64")
     shape = [1] * kernel.ndim
     shape[_unit_axis(layer)] = -1
     layer.kernel.assign((kernel * scale.reshape(shape)).astype(layer.kernel.dtype))
-    bias = to_numpy(layer.bias).astype("float64")
+    bias = to_numpy(layer.bias.value).astype("float64")
     layer.bias.assign((scale * bias + shift).astype(layer.bias.dtype))
 
 
