@@ -16,6 +16,8 @@
   permuted to match `reference`'s (Git Re-Basin), its function unchanged.
 - `repair(merged, endpoints, data)`: reset a merged model's unit statistics
   to its endpoints' (REPAIR).
+- `interpolation(a, b, data, steps=11)`: loss and accuracy along the linear
+  path between two models, naive and aligned.
 """
 
 from keras_harden.fusion.align import align
@@ -23,6 +25,7 @@ from keras_harden.fusion.averaging import average_weights
 from keras_harden.fusion.batchnorm import recalibrate_batchnorm
 from keras_harden.fusion.compat import check_compatible
 from keras_harden.fusion.ensemble import ensemble
+from keras_harden.fusion.interpolation import InterpolationResult, interpolation
 from keras_harden.fusion.merge import merge
 from keras_harden.fusion.repair import repair
 from keras_harden.fusion.soup import SoupReport, SoupResult, greedy_soup
@@ -30,6 +33,7 @@ from keras_harden.fusion.stacking import stack
 from keras_harden.fusion.swa import StochasticWeightAveraging
 
 __all__ = [
+    "InterpolationResult",
     "SoupReport",
     "SoupResult",
     "StochasticWeightAveraging",
@@ -38,6 +42,7 @@ __all__ = [
     "check_compatible",
     "ensemble",
     "greedy_soup",
+    "interpolation",
     "merge",
     "recalibrate_batchnorm",
     "repair",
