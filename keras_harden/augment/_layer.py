@@ -1,11 +1,108 @@
-"""The private base of the augmentation layers: training switch, labels passed
-through, value range, dtype, seeding and shapes, so each layer writes only its
-`augment` method."""
+"""The base of the augmentation layers, and what they share.
+
+Every layer draws its random parameters in `get_random_transformation` and
+applies them in `transform_images` (and `transform_labels`), a pure function
+of the images and the draws, as Keras's own image preprocessing layers do.
+The base `call` runs the pair; it handles the training switch, labels, single
+images and dtypes, so a layer writes only its draws and its transform.
+
+The family's maths goes through `ops` and `random` below, which stand for
+`keras.ops` and `keras.random`: the session backend's, or TensorFlow's inside
+a `tf.data` graph under another backend (the one private Keras hook of the
+package; see `tensorflow_ops`).
+"""
+
+import contextlib
+import contextvars
+import importlib
+import sys
+import types
+import weakref
 
 import keras
-from keras import ops
 
-from keras_harden.augment import ops as aug_ops
+# ---------------------------------------------------------------------------
+# Backend switch: TensorFlow ops inside tf.data, whatever the session backend.
+#
+# A `tf.data` map traces its function into a TensorFlow graph; the session
+# backend's ops (JAX, torch) cannot take its symbolic tensors. Keras's own
+# preprocessing layers switch to Keras's TensorFlow backend there, through a
+# private base class (`keras.src.layers.preprocessing.data_layer.DataLayer`,
+# Keras 3.15) and a private backend switcher
+# (`keras.src.utils.backend_utils.DynamicBackend`); Keras exports neither. We
+# reach the same TensorFlow backend module ourselves: `TENSORFLOW_BACKEND` is
+# the one private name the package uses, and a test checks that it still
+# provides every function we call.
+
+TENSORFLOW_BACKEND = "keras.src.backend.tensorflow"
+
+_IN_TF_GRAPH = contextvars.ContextVar("keras_harden_tensorflow_ops", default=False)
+_TWINS = {}
+_TF_SEED_GENERATORS = weakref.WeakKeyDictionary()
+
+
+def backend_name():
+    """The backend our ops run on now: the session's, or `"tensorflow"` inside
+    a `tf.data` graph."""
+    return "tensorflow" if _IN_TF_GRAPH.get() else keras.backend.backend()
+
+
+def dynamic_shapes():
+    """Whether the per-image dispatch may use data-dependent shapes
+    (TensorFlow)."""
+    return backend_name() == "tensorflow"
+
+
+def in_foreign_tf_graph():
+    """True while TensorFlow traces a graph (a `tf.data` map) and the session
+    backend is not TensorFlow: our ops must then be TensorFlow's."""
+    if keras.backend.backend() == "tensorflow" or "tensorflow" not in sys.modules:
+        return False
+    return not sys.modules["tensorflow"].executing_eagerly()
+
+
+@contextlib.contextmanager
+def tensorflow_ops():
+    """Within this block `ops` and `random` are Keras's TensorFlow backend."""
+    token = _IN_TF_GRAPH.set(True)
+    try:
+        yield
+    finally:
+        _IN_TF_GRAPH.reset(token)
+
+
+def tensorflow_twin(function):
+    """The TensorFlow backend's version of a public `keras.ops` or
+    `keras.random` function: `keras.ops.numpy.where` -> `<backend>.numpy.where`
+    (the public functions are thin wrappers over the backend's)."""
+    key = (function.__module__, function.__name__)
+    if key not in _TWINS:
+        backend = importlib.import_module(TENSORFLOW_BACKEND)
+        module = getattr(backend, function.__module__.rsplit(".", 1)[-1])
+        _TWINS[key] = getattr(module, function.__name__)
+    return _TWINS[key]
+
+
+class _Namespace:
+    """`keras.ops` (or `keras.random`, `keras.ops.image`) that answers with
+    TensorFlow's functions inside `tensorflow_ops()`."""
+
+    def __init__(self, public):
+        self._public = public
+
+    def __getattr__(self, name):
+        value = getattr(self._public, name)
+        if isinstance(value, types.ModuleType):
+            return _Namespace(value)
+        return tensorflow_twin(value) if _IN_TF_GRAPH.get() else value
+
+
+ops = _Namespace(keras.ops)
+random = _Namespace(keras.random)
+
+
+# ---------------------------------------------------------------------------
+# Argument checks.
 
 
 def check_value_range(value_range):
@@ -38,45 +135,172 @@ def check_seed(seed):
     return seed
 
 
+def check_operations(operations):
+    from keras_harden.augment.ops import TRANSFORMS
+
+    if operations is None:
+        return None
+    unknown = [name for name in operations if name not in TRANSFORMS]
+    if not operations or unknown or isinstance(operations, str):
+        raise ValueError(
+            "`operations` must be a non-empty list of names from "
+            f"{sorted(TRANSFORMS)}. Received: operations={operations!r}"
+        )
+    return list(operations)
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by the layers.
+
+
+def to_unit(images, value_range):
+    """Casts `images` to float32 and maps `value_range` onto `[0, 1]`."""
+    low, high = float(value_range[0]), float(value_range[1])
+    images = ops.cast(images, "float32")
+    if (low, high) == (0.0, 1.0):
+        return images
+    if low == 0.0:
+        return images * (1.0 / high)  # one pass instead of two
+    return (images - low) / (high - low)
+
+
+def from_unit(images, value_range, dtype):
+    """Inverse of `to_unit`: back to `value_range` and `dtype` (rounded and
+    clipped for integer dtypes)."""
+    low, high = float(value_range[0]), float(value_range[1])
+    if low != 0.0:
+        images = images * (high - low) + low
+    elif high != 1.0:
+        images = images * high
+    if keras.backend.is_int_dtype(dtype):
+        images = ops.clip(ops.round(images), low, high)
+    return ops.cast(images, dtype)
+
+
+def cast_like(images, dtype):
+    """Casts a layer's output back to the input `dtype` (rounded for ints)."""
+    images = ops.convert_to_tensor(images)
+    if keras.backend.is_int_dtype(dtype) and not keras.backend.is_int_dtype(
+        images.dtype
+    ):
+        images = ops.round(images)
+    return ops.cast(images, dtype)
+
+
+def call_layer(layer, images, dtype):
+    """`layer` applied in training mode, its output in the input `dtype`."""
+    return cast_like(layer(images, training=True), dtype)
+
+
+def pick(uniform, count):
+    """Integers in `[0, count)` from uniform draws in `[0, 1)`."""
+    return ops.minimum(ops.cast(ops.floor(uniform * count), "int32"), count - 1)
+
+
+def signed_strengths(names, choice, magnitude, coin):
+    """Strengths shaped like `choice`: `magnitude`, negated where `coin < 0.5`
+    for the chosen operations that have a direction."""
+    from keras_harden.augment.ops import SIGNED
+
+    signed = ops.convert_to_tensor([name in SIGNED for name in names])
+    flip = ops.logical_and(ops.take(signed, choice), coin < 0.5)
+    return magnitude * ops.where(flip, -1.0, 1.0)
+
+
+def batch_images(data):
+    """The image batch of `data`: a tensor, or a dict with `"images"`."""
+    return data["images"] if isinstance(data, dict) else data
+
+
+# ---------------------------------------------------------------------------
+# The layers' bases.
+
+
 class ImageLayer(keras.layers.Layer):
     """Base of the layers that take image batches: `call(images, labels=None,
     training=True)`.
 
-    `self.call_images(images, training)` makes the new images, as a tensor
-    of the input's own dtype (no autocast: uint8 stays uint8). Labels, when
-    given, come back untouched beside them, so the layer maps a `tf.data`
-    dataset of `(images, labels)` pairs as it is (`Dataset.map` calls
-    `layer(images, labels)`): `ds.batch(32).map(layer)`.
+    `call` draws `transformation = self.get_random_transformation(data,
+    training)` (None when there is nothing to draw) and returns
+    `self.transform_images(images, transformation, training)`, a tensor of the
+    input's own dtype (no autocast: uint8 stays uint8). Labels, when given,
+    come back through `self.transform_labels` (untouched unless the layer
+    says otherwise) beside the images, so the layer maps a `tf.data` dataset
+    of `(images, labels)` pairs as it is (`Dataset.map` calls
+    `layer(images, labels)`): `ds.batch(32).map(layer)`. A single image
+    (rank 3) goes through as a batch of one.
+
+    Inside a `tf.data` map under a backend other than TensorFlow, the layer
+    runs on Keras's TensorFlow backend (see `tensorflow_ops`).
     """
 
     def __init__(self, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
 
-    def call(self, images, labels=None, training=True):
-        images = self.call_images(ops.convert_to_tensor(images), training)
-        return images if labels is None else (images, labels)
+    def __call__(self, *args, **kwargs):
+        if in_foreign_tf_graph():
+            # A graph traced by tf.data: TensorFlow tensors that the session
+            # backend's `Layer.__call__` would try to convert. Our layers hold
+            # no weights, so `call` itself is all there is to run.
+            with tensorflow_ops():
+                return self.call(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
 
-    def call_images(self, images, training):
+    def call(self, images, labels=None, training=True):
+        images = ops.convert_to_tensor(images)
+        unbatched = len(images.shape) == 3
+        if unbatched:
+            images = ops.expand_dims(images, 0)
+        data = images if labels is None else {"images": images, "labels": labels}
+        transformation = self.get_random_transformation(data, training=training)
+        out = self.transform_images(images, transformation, training=training)
+        if unbatched:
+            out = ops.squeeze(out, 0)
+        if labels is None:
+            return out
+        return out, self.transform_labels(labels, transformation, training=training)
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        """The random draws for `data` (an image batch, or a dict with
+        `"images"` and `"labels"`), as a dict of tensors; None when the layer
+        draws nothing."""
+        del data, training, seed
+        return None
+
+    def transform_images(self, images, transformation, training=True):
         raise NotImplementedError
+
+    def transform_labels(self, labels, transformation, training=True):
+        del transformation, training
+        return labels
 
     def compute_output_shape(self, images_shape, labels_shape=None):
         shape = self.image_output_shape(images_shape)
-        return shape if labels_shape is None else (shape, labels_shape)
+        if labels_shape is None:
+            return shape
+        return shape, self.label_output_shape(images_shape, labels_shape)
 
     def image_output_shape(self, images_shape):
         return images_shape
 
+    def label_output_shape(self, images_shape, labels_shape):
+        del images_shape
+        return labels_shape
+
 
 class RandomLayer(ImageLayer):
-    """Base of the random image layers: with `training=True` the images go to
-    `self.transform`; with `training=False` they come back untouched.
+    """Base of the random image layers.
 
     Randomness comes from `self.seed_generator` (a `keras.random.SeedGenerator`
     seeded with `seed`): an int seed replays the same draws call by call in a
-    fresh layer; every call draws new values. Layers that group images by
-    operation (`groups_images`, through `aug_ops.apply_layers`) need dynamic
-    shapes, which XLA lacks, hence `supports_jit` on the TensorFlow backend.
+    fresh layer; every call draws new values. Inside a `tf.data` graph under
+    another backend the draws come from a TensorFlow generator seeded alike.
+    `get_random_transformation(..., seed=...)` takes an int or a generator in
+    place of the layer's. With `training=False` nothing is drawn and the
+    images come back untouched. Layers that group images by operation
+    (`groups_images`) need dynamic shapes, which XLA lacks, hence
+    `supports_jit` on the TensorFlow backend.
     """
 
     groups_images = True
@@ -85,13 +309,42 @@ class RandomLayer(ImageLayer):
         super().__init__(**kwargs)
         self.seed = check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.supports_jit = not (self.groups_images and aug_ops.dynamic_shapes())
+        self.supports_jit = not (
+            self.groups_images and keras.backend.backend() == "tensorflow"
+        )
 
-    def call_images(self, images, training):
-        return self.transform(images) if training else images
+    def get_random_transformation(self, data, training=True, seed=None):
+        if not training:
+            return None
+        return self.draw(batch_images(data), self._seed(seed))
 
-    def transform(self, images):
+    def draw(self, images, seed):
+        """The draws for the batch `images` from `seed`, as a dict of
+        tensors."""
         raise NotImplementedError
+
+    def transform_images(self, images, transformation, training=True):
+        if not training or transformation is None:
+            return images
+        return self.apply(images, transformation)
+
+    def apply(self, images, transformation):
+        """`transform_images` in training mode."""
+        raise NotImplementedError
+
+    def _seed(self, seed):
+        if seed is not None:
+            return seed
+        if not _IN_TF_GRAPH.get() or keras.backend.backend() == "tensorflow":
+            return self.seed_generator
+        # The session's generator holds a variable of the session backend;
+        # the tf.data graph needs a TensorFlow one (kept out of the layer's
+        # tracked state, as Keras's own preprocessing layers keep theirs).
+        if self not in _TF_SEED_GENERATORS:
+            _TF_SEED_GENERATORS[self] = keras.random.SeedGenerator(
+                self.seed, backend=importlib.import_module(TENSORFLOW_BACKEND)
+            )
+        return _TF_SEED_GENERATORS[self]
 
     def get_config(self):
         config = super().get_config()
@@ -100,27 +353,19 @@ class RandomLayer(ImageLayer):
 
 
 class AugmentLayer(RandomLayer):
-    """Base of the image operations: maps images to the unit range, calls
-    `self.augment(unit_images)` and maps back to the input's range and dtype;
-    single images (rank 3) are augmented as a batch of one.
-    """
+    """Base of the image operations: `apply` maps images to the unit range,
+    calls `self.apply_unit(unit_images, transformation)` and maps the result
+    back to the input's range and dtype."""
 
     def __init__(self, value_range=(0, 255), seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         self.value_range = check_value_range(value_range)
 
-    def transform(self, images):
-        dtype = images.dtype
-        unbatched = len(images.shape) == 3
-        if unbatched:
-            images = ops.expand_dims(images, 0)
-        out = self.augment(aug_ops.to_unit(images, self.value_range))
-        out = aug_ops.from_unit(out, self.value_range, dtype)
-        if unbatched:
-            out = ops.squeeze(out, 0)
-        return out
+    def apply(self, images, transformation):
+        out = self.apply_unit(to_unit(images, self.value_range), transformation)
+        return from_unit(out, self.value_range, images.dtype)
 
-    def augment(self, images):
+    def apply_unit(self, images, transformation):
         raise NotImplementedError
 
     def get_config(self):

@@ -1,11 +1,15 @@
 """AugMix with operation chains drawn per image at run time."""
 
 import keras
-from keras import ops
 
 from keras_harden.augment import ops as aug_ops
-from keras_harden.augment._layer import AugmentLayer
-from keras_harden.augment.rand_augment import pick, signed_strengths
+from keras_harden.augment._layer import (
+    AugmentLayer,
+    ops,
+    pick,
+    random,
+    signed_strengths,
+)
 
 # AugMix's default set leaves out the operations that overlap with the
 # corruptions of ImageNet-C / CIFAR-C (colour, contrast, brightness, sharpness).
@@ -31,7 +35,8 @@ class AugMix(AugmentLayer):
     drawn uniformly in `chain_depth` and applies that many random operations
     with magnitudes uniform in `[0, magnitude]`. The chains are mixed with
     Dirichlet(`alpha`) weights, and the mix is blended with the original
-    image with a Beta(`alpha`, `alpha`) weight. Every choice is a tensor drawn
+    image with a Beta(`alpha`, `alpha`) weight:
+    `m x + (1 - m) sum_i w_i chain_i(x)`. Every choice is a tensor drawn
     from the layer's seed generator at run time, so inside `tf.data` each
     batch and each image gets new chains, and an int `seed` replays them
     (`keras.layers.AugMix` draws its chain with Python's `random` when the
@@ -115,34 +120,50 @@ class AugMix(AugmentLayer):
             list(BASE_OPS) + (list(EXTRA_OPS) if all_ops else []) + ["identity"]
         )
 
-    def augment(self, images):
+    def draw(self, images, seed):
+        """`{"operations": (N, num_chains, max depth) int32 indices into the
+        operation list (steps past a chain's depth hold the padding
+        identity), "strengths": (N, num_chains, max depth) signed strengths,
+        "chain_weights": (N, num_chains) w ~ Dirichlet(alpha),
+        "original_weight": (N,) m ~ Beta(alpha, alpha)}`."""
         n = ops.shape(images)[0]
         ops_count = len(self._names) - 1
         low, high = self.chain_depth
-        seed = self.seed_generator
-        weights = keras.random.gamma((n, self.num_chains), self.alpha, seed=seed)
+        weights = random.gamma((n, self.num_chains), self.alpha, seed=seed)
         weights = weights / ops.sum(weights, axis=1, keepdims=True)
-        blend = keras.random.beta((n,), self.alpha, self.alpha, seed=seed)
+        original = random.beta((n,), self.alpha, self.alpha, seed=seed)
         # One draw for all chains and steps: operation, level, sign; and depth.
-        draws = keras.random.uniform((n, self.num_chains, high, 3), seed=seed)
+        draws = random.uniform((n, self.num_chains, high, 3), seed=seed)
         depths = low + pick(
-            keras.random.uniform((n, self.num_chains), seed=seed), high - low + 1
+            random.uniform((n, self.num_chains), seed=seed), high - low + 1
         )
+        choice = pick(draws[..., 0], ops_count)
+        # Steps past a chain's depth apply the padding identity.
+        steps = ops.arange(high, dtype="int32")
+        choice = ops.where(steps < depths[:, :, None], choice, ops_count)
+        level = draws[..., 1] * float(self.magnitude)
+        strength = signed_strengths(self._names, choice, level, draws[..., 2])
+        return {
+            "operations": choice,
+            "strengths": strength,
+            "chain_weights": weights,
+            "original_weight": original,
+        }
+
+    def apply_unit(self, images, transformation):
+        # x_aug = m x + (1 - m) sum_c w_c chain_c(x)
+        choice, strength = transformation["operations"], transformation["strengths"]
+        weights = transformation["chain_weights"]
         mix = ops.zeros_like(images)
         for c in range(self.num_chains):
             chain = images
-            for step in range(high):
-                choice = pick(draws[:, c, step, 0], ops_count)
-                # Steps past this chain's depth apply the padding identity.
-                choice = ops.where(step < depths[:, c], choice, ops_count)
-                level = draws[:, c, step, 1] * float(self.magnitude)
-                strength = signed_strengths(
-                    self._names, choice, level, draws[:, c, step, 2]
+            for step in range(self.chain_depth[1]):
+                chain = aug_ops.apply_transforms(
+                    self._names, choice[:, c, step], chain, strength[:, c, step]
                 )
-                chain = aug_ops.apply_transforms(self._names, choice, chain, strength)
             mix = mix + weights[:, c, None, None, None] * chain
-        blend = blend[:, None, None, None]
-        return ops.clip((1.0 - blend) * images + blend * mix, 0.0, 1.0)
+        m = transformation["original_weight"][:, None, None, None]
+        return ops.clip(m * images + (1.0 - m) * mix, 0.0, 1.0)
 
     def get_config(self):
         config = super().get_config()

@@ -1,9 +1,14 @@
 """MixUp or CutMix per image, with integer or one-hot labels."""
 
 import keras
-from keras import ops
 
-from keras_harden.augment._layer import RandomLayer, check_probability
+from keras_harden.augment._layer import (
+    RandomLayer,
+    cast_like,
+    check_probability,
+    ops,
+    random,
+)
 
 
 def _check_alpha(name, value):
@@ -12,11 +17,11 @@ def _check_alpha(name, value):
     return value
 
 
-def _beta(shape, alpha, seed_generator):
+def _beta(shape, alpha, seed):
     """Beta(alpha, alpha) draws; alpha 0 means no mixing (lambda = 1)."""
     if alpha == 0:
         return ops.ones(shape)
-    return keras.random.beta(shape, alpha, alpha, seed=seed_generator)
+    return random.beta(shape, alpha, alpha, seed=seed)
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -105,6 +110,80 @@ class MixUpCutMix(RandomLayer):
             )
         self.label_smoothing = label_smoothing
 
+    def get_random_transformation(self, data, training=True, seed=None):
+        """`{"partners": (N,) int32 index of each image's partner, "cutmix":
+        (N,) bool, CutMix rather than MixUp, "weights": (N,) float lambda,
+        the share of the image's own pixels and label (1 where not mixed),
+        "boxes": (N, 4) CutMix boxes (top, left, bottom, right) in pixels,
+        pasted from the partner}`; None with `training=False` or with both
+        alphas 0."""
+        if not isinstance(data, dict) or data.get("labels") is None:
+            raise ValueError(
+                "MixUpCutMix needs labels: call it on (images, labels). "
+                "Received: labels=None"
+            )
+        if self.mixup_alpha == 0 and self.cutmix_alpha == 0:
+            return None
+        return super().get_random_transformation(data, training, seed)
+
+    def draw(self, images, seed):
+        n = ops.shape(images)[0]
+        partners = random.shuffle(ops.arange(n), seed=seed)
+        draws = random.uniform((n, 4), seed=seed)
+        mixed = draws[:, 0] < self.prob
+        if self.mixup_alpha == 0:
+            cutmix = ops.ones((n,), "bool")
+        elif self.cutmix_alpha == 0:
+            cutmix = ops.zeros((n,), "bool")
+        else:
+            cutmix = draws[:, 1] < self.switch_prob
+        lam_mix = _beta((n,), self.mixup_alpha, seed)
+        lam_cut = _beta((n,), self.cutmix_alpha, seed)
+        # CutMix box: side sqrt(1 - lambda) of each dimension, centre uniform,
+        # clipped at the border; lambda becomes the area actually kept.
+        h = ops.cast(ops.shape(images)[1], "float32")
+        w = ops.cast(ops.shape(images)[2], "float32")
+        cut = ops.sqrt(1.0 - lam_cut)
+        cy, cx = draws[:, 2] * h, draws[:, 3] * w
+        y0 = ops.round(ops.clip(cy - cut * h / 2, 0.0, h))
+        y1 = ops.round(ops.clip(cy + cut * h / 2, 0.0, h))
+        x0 = ops.round(ops.clip(cx - cut * w / 2, 0.0, w))
+        x1 = ops.round(ops.clip(cx + cut * w / 2, 0.0, w))
+        lam_cut = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+        weights = ops.where(mixed, ops.where(cutmix, lam_cut, lam_mix), 1.0)
+        return {
+            "partners": ops.cast(partners, "int32"),
+            "cutmix": ops.logical_and(mixed, cutmix),
+            "weights": weights,
+            "boxes": ops.stack([y0, x0, y1, x1], axis=1),
+        }
+
+    def apply(self, images, transformation):
+        # MixUp: w x + (1 - w) x_partner; CutMix: the partner's pixels in the
+        # box, the image's own elsewhere.
+        x = ops.cast(images, "float32")
+        partner = ops.take(x, transformation["partners"], axis=0)
+        w = transformation["weights"][:, None, None, None]
+        blended = w * x + (1.0 - w) * partner
+        box = transformation["boxes"][:, :, None, None, None]
+        rows = ops.cast(ops.arange(ops.shape(x)[1]), "float32")[None, :, None, None]
+        cols = ops.cast(ops.arange(ops.shape(x)[2]), "float32")[None, None, :, None]
+        inside = (rows >= box[:, 0]) & (rows < box[:, 2])
+        inside = inside & (cols >= box[:, 1]) & (cols < box[:, 3])
+        pasted = ops.where(inside, partner, x)
+        out = ops.where(transformation["cutmix"][:, None, None, None], pasted, blended)
+        return cast_like(out, images.dtype)
+
+    def transform_labels(self, labels, transformation, training=True):
+        """Labels as (smoothed) distributions `(N, num_classes)`, mixed with
+        the images' weights in training."""
+        labels = self._soft_labels(labels)
+        if not training or transformation is None:
+            return labels
+        w = transformation["weights"][:, None]
+        partner = ops.take(labels, transformation["partners"], axis=0)
+        return w * labels + (1.0 - w) * partner
+
     def _soft_labels(self, labels):
         labels = ops.convert_to_tensor(labels)
         if len(labels.shape) == 1 or (len(labels.shape) == 2 and labels.shape[-1] == 1):
@@ -118,68 +197,8 @@ class MixUpCutMix(RandomLayer):
             )
         return labels
 
-    def call(self, images, labels=None, training=True):
-        if labels is None and isinstance(images, (tuple, list)):
-            images, labels = images
-        if labels is None:
-            raise ValueError("MixUpCutMix needs `labels`: call it on (images, labels).")
-        images = ops.convert_to_tensor(images)
-        labels = self._soft_labels(labels)
-        if not training or (self.mixup_alpha == 0 and self.cutmix_alpha == 0):
-            return images, labels
-        dtype = images.dtype
-        x = ops.cast(images, "float32")
-        n = ops.shape(x)[0]
-        height, width = ops.shape(x)[1], ops.shape(x)[2]
-        partner = keras.random.shuffle(ops.arange(n), seed=self.seed_generator)
-        x_partner = ops.take(x, partner, axis=0)
-        y_partner = ops.take(labels, partner, axis=0)
-
-        draws = keras.random.uniform((n, 4), seed=self.seed_generator)
-        mixed = draws[:, 0] < self.prob
-        if self.mixup_alpha == 0:
-            use_cutmix = ops.ones((n,), "bool")
-        elif self.cutmix_alpha == 0:
-            use_cutmix = ops.zeros((n,), "bool")
-        else:
-            use_cutmix = draws[:, 1] < self.switch_prob
-        lam_mix = _beta((n,), self.mixup_alpha, self.seed_generator)
-        lam_cut = _beta((n,), self.cutmix_alpha, self.seed_generator)
-
-        # CutMix box: side sqrt(1 - lambda) of each dimension, centre uniform,
-        # clipped at the border; lambda becomes the area actually kept.
-        h, w = ops.cast(height, "float32"), ops.cast(width, "float32")
-        cut = ops.sqrt(1.0 - lam_cut)
-        cy, cx = draws[:, 2] * h, draws[:, 3] * w
-        y0 = ops.round(ops.clip(cy - cut * h / 2, 0.0, h))
-        y1 = ops.round(ops.clip(cy + cut * h / 2, 0.0, h))
-        x0 = ops.round(ops.clip(cx - cut * w / 2, 0.0, w))
-        x1 = ops.round(ops.clip(cx + cut * w / 2, 0.0, w))
-        lam_cut = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
-        rows = ops.cast(ops.arange(height), "float32")[None, :, None, None]
-        cols = ops.cast(ops.arange(width), "float32")[None, None, :, None]
-        inside = (
-            (rows >= y0[:, None, None, None])
-            & (rows < y1[:, None, None, None])
-            & (cols >= x0[:, None, None, None])
-            & (cols < x1[:, None, None, None])
-        )
-
-        lam = ops.where(use_cutmix, lam_cut, lam_mix)
-        lam = ops.where(mixed, lam, 1.0)
-        lam4 = lam[:, None, None, None]
-        blended = lam4 * x + (1.0 - lam4) * x_partner
-        pasted = ops.where(inside, x_partner, x)
-        out = ops.where(use_cutmix[:, None, None, None], pasted, blended)
-        out = ops.where(mixed[:, None, None, None], out, x)
-        if "int" in str(dtype):
-            out = ops.round(out)
-        out = ops.cast(out, dtype)
-        soft = lam[:, None] * labels + (1.0 - lam[:, None]) * y_partner
-        return out, soft
-
-    def compute_output_shape(self, images_shape, labels_shape=None):
-        return images_shape, (images_shape[0], self.num_classes)
+    def label_output_shape(self, images_shape, labels_shape):
+        return (images_shape[0], self.num_classes)
 
     def get_config(self):
         config = super().get_config()

@@ -5,15 +5,17 @@ Every transform here works on a batch of float images scaled to the unit range
 per image, `v` of shape `(N,)` in `[-1, 1]`. Unsigned transforms use `|v|`;
 transforms that ignore the strength (auto-contrast, equalize, identity) take
 it anyway so that every entry of `TRANSFORMS` has the same signature. All maths
-goes through `keras.ops`, so the transforms run on every Keras backend.
+goes through `keras.ops` (TensorFlow's own inside a `tf.data` graph under
+another backend, see `_layer.ops`), so the transforms run on every Keras
+backend and in `tf.data`.
 
 `apply_per_image` applies a different transform to each image of a batch and
-computes each transform only for the images that chose it: on the TensorFlow
-backend the batch is split by choice (`tf.dynamic_partition`), each transform
-runs on its own part and the parts are stitched back in order (dynamic shapes,
-fine in `tf.data` and TensorFlow graphs); on
-other backends (JAX under `jit`, where shapes are static) it maps over the
-images with `keras.ops.switch`, which evaluates one branch per image.
+computes each transform only for the images that chose it: on TensorFlow
+(the backend, or any backend inside `tf.data`) the batch is split by choice
+(`tf.dynamic_partition`), each transform runs on its own part and the parts
+are stitched back in order (dynamic shapes, fine in `tf.data` and TensorFlow
+graphs); on other backends (JAX under `jit`, where shapes are static) it maps
+over the images with `keras.ops.switch`, which evaluates one branch per image.
 
 The magnitudes follow the RandAugment/TrivialAugment conventions (Cubuk et al.,
 2020; Müller and Hutter, 2021): strength 1 means a shear of 0.3, a translation
@@ -23,8 +25,7 @@ of 45% of the image side, a rotation of 30 degrees, an enhancement factor of
 
 import math
 
-import keras
-from keras import ops
+from keras_harden.augment._layer import backend_name, dynamic_shapes, ops
 
 MAX_SHEAR = 0.3
 MAX_TRANSLATE = 0.45
@@ -34,37 +35,14 @@ _FILL = 0.0  # the low end of the value range (black), as torchvision fills.
 
 
 # ---------------------------------------------------------------------------
-# Range and dtype helpers.
-
-
-def to_unit(images, value_range):
-    """Casts `images` to float32 and maps `value_range` onto `[0, 1]`."""
-    low, high = float(value_range[0]), float(value_range[1])
-    images = ops.cast(images, "float32")
-    if (low, high) == (0.0, 1.0):
-        return images
-    if low == 0.0:
-        return images * (1.0 / high)  # one pass instead of two
-    return (images - low) / (high - low)
-
-
-def from_unit(images, value_range, dtype):
-    """Inverse of `to_unit`: back to `value_range` and `dtype` (rounded and
-    clipped for integer dtypes)."""
-    low, high = float(value_range[0]), float(value_range[1])
-    if low != 0.0:
-        images = images * (high - low) + low
-    elif high != 1.0:
-        images = images * high
-    if "int" in str(dtype):
-        images = ops.clip(ops.round(images), low, high)
-    return ops.cast(images, dtype)
+# Colour helpers.
 
 
 def _blend(degenerate, images, factor):
-    """`degenerate + factor * (images - degenerate)`, clipped to `[0, 1]`."""
+    """`factor * images + (1 - factor) * degenerate`, clipped to `[0, 1]`:
+    exactly `images` at factor 1."""
     factor = ops.reshape(factor, (-1, 1, 1, 1))
-    return ops.clip(degenerate + factor * (images - degenerate), 0.0, 1.0)
+    return ops.clip(factor * images + (1.0 - factor) * degenerate, 0.0, 1.0)
 
 
 def _grayscale(images):
@@ -325,11 +303,6 @@ SIGNED = frozenset(
 # Dispatch: a different function per image, each run only where chosen.
 
 
-def dynamic_shapes():
-    """Whether `apply_per_image` may use data-dependent shapes (TensorFlow)."""
-    return keras.backend.backend() == "tensorflow"
-
-
 def apply_per_image(fns, choice, images, *args):
     """Applies `fns[choice[i]]` to image `i`, running each function only on the
     images that chose it.
@@ -403,7 +376,7 @@ def apply_transforms(names, choice, images, strength):
     if dynamic_shapes():
         trace = _traced_once(tuple(names), tuple(images.shape[1:]), fns)
         return trace(group, images, ops.cast(strength, "float32"), kind)
-    if keras.backend.backend() == "jax":
+    if backend_name() == "jax":
         return _jitted(tuple(names), fns)(group, images, strength, kind)
     return apply_per_image(fns, group, images, strength, kind)
 

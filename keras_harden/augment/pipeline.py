@@ -1,9 +1,14 @@
 """Augmentation presets, and the layer that composes augmentation layers."""
 
 import keras
-from keras import ops
 
-from keras_harden.augment._layer import ImageLayer, check_seed, check_value_range
+from keras_harden.augment._layer import (
+    ImageLayer,
+    cast_like,
+    check_seed,
+    check_value_range,
+    ops,
+)
 from keras_harden.augment.rand_augment import RandAugment
 from keras_harden.augment.random_resized_crop import RandomResizedCrop
 
@@ -65,17 +70,15 @@ class Pipeline(ImageLayer):
     def layers(self):
         return list(self.pipeline_layers)
 
-    def call_images(self, images, training):
-        dtype = images.dtype
+    def transform_images(self, images, transformation, training=True):
+        # Each layer draws its own randomness: the pipeline draws nothing.
+        del transformation
         out = images
         for layer in self.pipeline_layers:
             out = layer(out, training=training)
-        out = ops.convert_to_tensor(out)
         if self.value_range is not None:
             out = ops.clip(out, *self.value_range)
-        if "int" in str(dtype) and "int" not in str(out.dtype):
-            out = ops.round(out)
-        return ops.cast(out, dtype)
+        return cast_like(out, images.dtype)
 
     def image_output_shape(self, input_shape):
         for layer in self.pipeline_layers:

@@ -1,35 +1,16 @@
 """RandAugment with the operation and its magnitude drawn per image."""
 
 import keras
-from keras import ops
 
 from keras_harden.augment import ops as aug_ops
-from keras_harden.augment._layer import AugmentLayer
-
-
-def check_operations(operations):
-    if operations is None:
-        return None
-    unknown = [name for name in operations if name not in aug_ops.TRANSFORMS]
-    if not operations or unknown or isinstance(operations, str):
-        raise ValueError(
-            "`operations` must be a non-empty list of names from "
-            f"{sorted(aug_ops.TRANSFORMS)}. Received: operations={operations!r}"
-        )
-    return list(operations)
-
-
-def pick(uniform, count):
-    """Integers in `[0, count)` from uniform draws in `[0, 1)`."""
-    return ops.minimum(ops.cast(ops.floor(uniform * count), "int32"), count - 1)
-
-
-def signed_strengths(names, choice, magnitude, coin):
-    """Strengths `(N,)`: `magnitude`, negated where `coin < 0.5` for the chosen
-    operations that have a direction."""
-    signed = ops.convert_to_tensor([name in aug_ops.SIGNED for name in names])
-    flip = ops.logical_and(ops.take(signed, choice), coin < 0.5)
-    return magnitude * ops.where(flip, -1.0, 1.0)
+from keras_harden.augment._layer import (
+    AugmentLayer,
+    check_operations,
+    ops,
+    pick,
+    random,
+    signed_strengths,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -112,24 +93,28 @@ class RandAugment(AugmentLayer):
         self.operations = check_operations(operations)
         self._names = self.operations or list(aug_ops.TRANSFORMS)
 
-    def augment(self, images):
+    def draw(self, images, seed):
+        """`{"operations": (N, num_ops) int32 indices into the operation list,
+        "strengths": (N, num_ops) signed strengths}`."""
         # One draw for every slot: operation, sign (and the magnitude spread).
         n = ops.shape(images)[0]
-        draws = keras.random.uniform((n, self.num_ops, 2), seed=self.seed_generator)
+        draws = random.uniform((n, self.num_ops, 2), seed=seed)
         magnitude = float(self.magnitude)
         if self.magnitude_stddev > 0:
-            magnitude = keras.random.normal(
-                (n, self.num_ops),
-                self.magnitude,
-                self.magnitude_stddev,
-                seed=self.seed_generator,
+            magnitude = random.normal(
+                (n, self.num_ops), self.magnitude, self.magnitude_stddev, seed=seed
             )
             magnitude = ops.clip(magnitude, 0.0, 1.0)
+        choice = pick(draws[..., 0], len(self._names))
+        strength = signed_strengths(self._names, choice, magnitude, draws[..., 1])
+        return {"operations": choice, "strengths": strength}
+
+    def apply_unit(self, images, transformation):
+        choice, strength = transformation["operations"], transformation["strengths"]
         for slot in range(self.num_ops):
-            choice = pick(draws[:, slot, 0], len(self._names))
-            level = magnitude if isinstance(magnitude, float) else magnitude[:, slot]
-            strength = signed_strengths(self._names, choice, level, draws[:, slot, 1])
-            images = aug_ops.apply_transforms(self._names, choice, images, strength)
+            images = aug_ops.apply_transforms(
+                self._names, choice[:, slot], images, strength[:, slot]
+            )
         return images
 
     def get_config(self):

@@ -1,11 +1,15 @@
 """RandomApply: a layer applied to a random subset of the images."""
 
 import keras
-from keras import ops
 
 from keras_harden.augment import ops as aug_ops
-from keras_harden.augment._layer import RandomLayer, check_probability
-from keras_harden.augment.random_choice import call_layer
+from keras_harden.augment._layer import (
+    RandomLayer,
+    call_layer,
+    check_probability,
+    ops,
+    random,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -49,10 +53,15 @@ class RandomApply(RandomLayer):
         self.layer = layer
         self.rate = check_probability("rate", rate)
 
-    def transform(self, images):
+    def draw(self, images, seed):
+        """`{"applied": (N,) bool, whether each image goes through the
+        layer}`."""
+        draws = random.uniform((ops.shape(images)[0],), seed=seed)
+        return {"applied": draws < self.rate}
+
+    def apply(self, images, transformation):
         dtype = images.dtype
-        draws = keras.random.uniform((ops.shape(images)[0],), seed=self.seed_generator)
-        chosen = ops.cast(draws < self.rate, "int32")
+        chosen = ops.cast(transformation["applied"], "int32")
         return aug_ops.apply_layers(
             [lambda x: x, lambda x: call_layer(self.layer, x, dtype)], chosen, images
         )

@@ -1,22 +1,9 @@
 """RandomChoice: one of several augmentation layers per image."""
 
 import keras
-from keras import ops
 
 from keras_harden.augment import ops as aug_ops
-from keras_harden.augment._layer import RandomLayer
-
-
-def cast_like(images, dtype):
-    """Casts a layer's output back to the input `dtype` (rounded for ints)."""
-    images = ops.convert_to_tensor(images)
-    if "int" in str(dtype) and "int" not in str(images.dtype):
-        images = ops.round(images)
-    return ops.cast(images, dtype)
-
-
-def call_layer(layer, images, dtype):
-    return cast_like(layer(images, training=True), dtype)
+from keras_harden.augment._layer import RandomLayer, call_layer, ops, random
 
 
 def _bind(layer, dtype):
@@ -82,19 +69,22 @@ class RandomChoice(RandomLayer):
         self.choice_layers = list(layers)
         self.weights_ = weights
 
-    def transform(self, images):
+    def draw(self, images, seed):
+        """`{"choices": (N,) int32 index of each image's layer}`."""
         n = len(self.choice_layers)
         if self.weights_ is None:
             logits = ops.zeros((1, n))
         else:
             logits = ops.log(ops.convert_to_tensor([self.weights_], "float32"))
         batch = ops.shape(images)[0]
-        choice = keras.random.categorical(
-            ops.tile(logits, (batch, 1)), 1, dtype="int32", seed=self.seed_generator
-        )[:, 0]
-        dtype = images.dtype
-        fns = [_bind(layer, dtype) for layer in self.choice_layers]
-        return aug_ops.apply_layers(fns, choice, images)
+        choice = random.categorical(
+            ops.tile(logits, (batch, 1)), 1, dtype="int32", seed=seed
+        )
+        return {"choices": choice[:, 0]}
+
+    def apply(self, images, transformation):
+        fns = [_bind(layer, images.dtype) for layer in self.choice_layers]
+        return aug_ops.apply_layers(fns, transformation["choices"], images)
 
     def get_config(self):
         config = super().get_config()

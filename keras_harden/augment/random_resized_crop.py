@@ -3,9 +3,8 @@
 import math
 
 import keras
-from keras import ops
 
-from keras_harden.augment._layer import AugmentLayer
+from keras_harden.augment._layer import AugmentLayer, cast_like, ops, random
 
 _ATTEMPTS = 10
 
@@ -137,51 +136,49 @@ class RandomResizedCrop(AugmentLayer):
             )
         return height, width
 
-    def call_images(self, images, training):
-        if training:
-            return self.transform(images)
-        unbatched = len(images.shape) == 3
-        batched = ops.expand_dims(images, 0) if unbatched else images
-        height, width = self._target(batched)
-        if (height, width) == tuple(batched.shape[1:3]):
+    def transform_images(self, images, transformation, training=True):
+        if training and transformation is not None:
+            return self.apply(images, transformation)
+        height, width = self._target(images)
+        if (height, width) == tuple(images.shape[1:3]):
             return images
         out = ops.image.resize(
-            ops.cast(batched, "float32"), (height, width), antialias=True
+            ops.cast(images, "float32"), (height, width), antialias=True
         )
-        if "int" in str(images.dtype):
-            out = ops.round(out)
-        out = ops.cast(ops.clip(out, *self.value_range), images.dtype)
-        return ops.squeeze(out, 0) if unbatched else out
+        return cast_like(ops.clip(out, *self.value_range), images.dtype)
 
-    def augment(self, images):
-        height, width = self._target(images)
+    def draw(self, images, seed):
+        """`{"boxes": (N, 4) crop boxes (top, left, height, width) in
+        pixels}`."""
         in_h, in_w = float(images.shape[1]), float(images.shape[2])
         n = ops.shape(images)[0]
         draws = (n, _ATTEMPTS)
-        area = keras.random.uniform(draws, *self.scale, seed=self.seed_generator) * (
-            in_h * in_w
-        )
-        log_ratio = keras.random.uniform(
-            draws,
-            math.log(self.ratio[0]),
-            math.log(self.ratio[1]),
-            seed=self.seed_generator,
+        area = random.uniform(draws, *self.scale, seed=seed) * (in_h * in_w)
+        log_ratio = random.uniform(
+            draws, math.log(self.ratio[0]), math.log(self.ratio[1]), seed=seed
         )
         aspect = ops.exp(log_ratio)
         box_w = ops.sqrt(area * aspect)
         box_h = ops.sqrt(area / aspect)
         fits = ops.logical_and(box_w <= in_w, box_h <= in_h)
         # First attempt that fits, else the whole image.
-        first = ops.argmax(ops.cast(fits, "int32"), axis=1)
+        first = ops.expand_dims(ops.argmax(ops.cast(fits, "int32"), axis=1), 1)
         any_fit = ops.any(fits, axis=1)
-        pick = ops.expand_dims(first, 1)
-        box_w = ops.where(any_fit, ops.take_along_axis(box_w, pick, axis=1)[:, 0], in_w)
-        box_h = ops.where(any_fit, ops.take_along_axis(box_h, pick, axis=1)[:, 0], in_h)
-        offsets = keras.random.uniform((n, 2), seed=self.seed_generator)
+        box_w = ops.where(
+            any_fit, ops.take_along_axis(box_w, first, axis=1)[:, 0], in_w
+        )
+        box_h = ops.where(
+            any_fit, ops.take_along_axis(box_h, first, axis=1)[:, 0], in_h
+        )
+        offsets = random.uniform((n, 2), seed=seed)
         y0 = offsets[:, 0] * (in_h - box_h)
         x0 = offsets[:, 1] * (in_w - box_w)
-        boxes = ops.stack([y0, x0, box_h, box_w], axis=1)
-        return ops.clip(crop_and_resize(images, boxes, height, width), 0.0, 1.0)
+        return {"boxes": ops.stack([y0, x0, box_h, box_w], axis=1)}
+
+    def apply_unit(self, images, transformation):
+        height, width = self._target(images)
+        out = crop_and_resize(images, transformation["boxes"], height, width)
+        return ops.clip(out, 0.0, 1.0)
 
     def image_output_shape(self, input_shape):
         input_shape = tuple(input_shape)

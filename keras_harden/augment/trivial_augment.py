@@ -1,13 +1,14 @@
 """TrivialAugment: one operation per image with a uniform random magnitude."""
 
 import keras
-from keras import ops
 
 from keras_harden.augment import ops as aug_ops
-from keras_harden.augment._layer import AugmentLayer
-from keras_harden.augment.rand_augment import (
+from keras_harden.augment._layer import (
+    AugmentLayer,
     check_operations,
+    ops,
     pick,
+    random,
     signed_strengths,
 )
 
@@ -53,12 +54,21 @@ class TrivialAugment(AugmentLayer):
         self.operations = check_operations(operations)
         self._names = self.operations or list(aug_ops.TRANSFORMS)
 
-    def augment(self, images):
-        n = ops.shape(images)[0]
-        draws = keras.random.uniform((n, 3), seed=self.seed_generator)
+    def draw(self, images, seed):
+        """`{"operations": (N,) int32 indices into the operation list,
+        "strengths": (N,) signed strengths}`."""
+        draws = random.uniform((ops.shape(images)[0], 3), seed=seed)
         choice = pick(draws[:, 0], len(self._names))
         strength = signed_strengths(self._names, choice, draws[:, 1], draws[:, 2])
-        return aug_ops.apply_transforms(self._names, choice, images, strength)
+        return {"operations": choice, "strengths": strength}
+
+    def apply_unit(self, images, transformation):
+        return aug_ops.apply_transforms(
+            self._names,
+            transformation["operations"],
+            images,
+            transformation["strengths"],
+        )
 
     def get_config(self):
         config = super().get_config()

@@ -184,11 +184,3 @@ def test_apply_layers_selects_per_image():
     x = np.ones((3, 2, 2, 1), "float32")
     out = np.asarray(A.apply_layers([lambda t: t * 2.0, lambda t: t * 3.0], choice, x))
     np.testing.assert_array_equal(out[:, 0, 0, 0], [3.0, 2.0, 3.0])
-
-
-def test_unit_range_round_trip_for_uint8():
-    x = np.array([0, 1, 128, 255], "uint8").reshape(1, 2, 2, 1)
-    unit = A.to_unit(x, (0, 255))
-    np.testing.assert_allclose(np.asarray(unit).ravel(), [0, 1 / 255, 128 / 255, 1])
-    back = A.from_unit(unit, (0, 255), "uint8")
-    np.testing.assert_array_equal(np.asarray(back), x)
