@@ -71,11 +71,12 @@ def distributed_apply(optimizer, grads, variables):
     shares = [None if g is None else g * tf.cast(share, g.dtype) for g in step.grads]
     inner = optimizer.inner_optimizer
 
-    def merge_fn(strategy, shares, ok, values):
+    def merge_fn(strategy, shares, apply_inner, values):
         for var, value in zip(targets, values, strict=True):
             strategy.extended.update(var.value, _assign, args=(value,), group=False)
-        # Every replica computed the same `ok` from the same summed gradient.
-        ok = strategy.experimental_local_results(ok)[0]
+        # Every replica computed the same decision from the same summed
+        # gradient.
+        apply_inner = strategy.experimental_local_results(apply_inner)[0]
 
         def apply_fn():
             strategy.extended.call_for_each_replica(
@@ -84,10 +85,10 @@ def distributed_apply(optimizer, grads, variables):
 
         # The cond must run here, in the cross-replica context: a cond in a
         # replica context cannot have a branch that calls `merge_call`.
-        tf.cond(ok, apply_fn, lambda: None)
+        tf.cond(apply_inner, apply_fn, lambda: None)
 
     context.merge_call(
-        merge_fn, args=(shares, step.ok, [value for _, value in step.updates])
+        merge_fn, args=(shares, step.apply_inner, [value for _, value in step.updates])
     )
     return step.consecutive_nonfinite
 

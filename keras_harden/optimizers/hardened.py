@@ -13,6 +13,13 @@ One step, top to bottom (`apply`):
 5. The statistics (`gradient_norm`, `clipped_gradient_norm`,
    `skipped_steps`) land in optimizer variables that callbacks read
    without another pass.
+
+Steps 2-3 and 5 are one pure function, `_compute_step`, which reads state
+and returns new values. It is committed in one of three ways, as Keras's
+`LossScaleOptimizer` has them: assigned, then the inner `apply` under a
+`cond` (TensorFlow); inside a cross-replica `merge_call` (`tf.distribute`,
+`_tf_support.py`); or returned by `stateless_apply` (JAX's trainer; on JAX,
+`apply` also steps through it, since a `cond` there cannot assign).
 """
 
 import collections
@@ -24,7 +31,7 @@ from keras_harden.optimizers import gradient_ops
 from keras_harden.optimizers.clip_rule import ClipRule
 
 _Step = collections.namedtuple(
-    "_Step", ["grads", "ok", "updates", "consecutive_nonfinite"]
+    "_Step", ["grads", "apply_inner", "updates", "consecutive_nonfinite"]
 )
 
 # Base-optimizer arguments a wrapper cannot honour: they belong on the inner
@@ -231,6 +238,14 @@ class HardenedOptimizer(keras.optimizers.Optimizer):
                 "`max_consecutive_nonfinite` must be None or an integer >= 1. "
                 f"Received: max_consecutive_nonfinite={max_consecutive_nonfinite!r}"
             )
+        if inner_optimizer.gradient_accumulation_steps and inner_optimizer.built:
+            raise ValueError(
+                "`inner_optimizer` with `gradient_accumulation_steps` must not be "
+                "built yet: the wrapper follows its accumulation from the first "
+                "micro-batch. Received: a built inner_optimizer with "
+                "gradient_accumulation_steps="
+                f"{inner_optimizer.gradient_accumulation_steps}"
+            )
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer
         self.rules = rules
@@ -259,6 +274,19 @@ class HardenedOptimizer(keras.optimizers.Optimizer):
         self.consecutive_nonfinite = scalar("consecutive_nonfinite", "int32")
         for rule in self.rules:
             rule.build(self, var_list)
+        # With accumulation, the wrapper keeps a copy of the sums the inner
+        # optimizer accumulates and of its micro-step count (Keras keeps its
+        # own private), so the rules can see the average a real update applies.
+        self._accumulated = {}
+        if self.inner_optimizer.gradient_accumulation_steps:
+            self.micro_steps = scalar("micro_steps", "int32")
+            for variable in var_list:
+                if not getattr(variable, "overwrite_with_gradient", False):
+                    self._accumulated[id(variable)] = (
+                        self.add_variable_from_reference(
+                            variable, name="accumulated_gradient"
+                        )
+                    )
         self.inner_optimizer.build(var_list)
         super().build(var_list)
 
@@ -281,62 +309,73 @@ class HardenedOptimizer(keras.optimizers.Optimizer):
     def finalize_variable_values(self, var_list):
         self.inner_optimizer.finalize_variable_values(var_list)
 
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Forwarded to the inner optimizer, which does the decaying."""
+        self.inner_optimizer.exclude_from_weight_decay(
+            var_list=var_list, var_names=var_names
+        )
+
+    def update_step(self, gradient, variable, learning_rate):
+        """The inner optimizer's update of one variable (as in Keras: no
+        clipping, no skipping, no weight decay)."""
+        self.inner_optimizer.update_step(gradient, variable, learning_rate)
+
+    def apply_gradients(self, grads_and_vars):
+        grads, variables = zip(*grads_and_vars, strict=True)
+        self.apply(grads, variables)
+        return self.iterations
+
+    def __getattr__(self, name):
+        # Reached only when normal lookup fails: public attributes particular
+        # to the inner optimizer (SGD's `momentum`, Muon's `lr_adjust`, ...).
+        inner = self.__dict__.get("inner_optimizer")
+        if name.startswith("_") or inner is None:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            )
+        return getattr(inner, name)
+
     # ------------------------------------------------------------------- step
-
-    def _accumulation(self, grads, variables):
-        """For an inner optimizer with `gradient_accumulation_steps=k`: what
-        the rules should see (the average the real update will apply, on an
-        update step; the micro-batch gradient otherwise), whether this is an
-        update step, and how to turn the clipped average back into the
-        gradient to hand to the inner optimizer so it applies exactly it.
-
-        Reads the inner optimizer's accumulators and micro-step counter, which
-        Keras keeps in `_accumulated_gradients` and `_iterations`.
-        """
-        inner = self.inner_optimizer
-        k = inner.gradient_accumulation_steps
-        accumulators = [
-            inner._accumulated_gradients[inner._get_variable_index(v)]
-            for v in variables
-        ]
-        active = ops.equal((inner._iterations + 1) % k, 0)
-        view = [
-            None if g is None else ops.where(active, (g + a) / k, g)
-            for g, a in zip(grads, accumulators, strict=True)
-        ]
-
-        def to_inner(clipped):
-            # Keras will apply (g' + acc) / k: choose g' = k * clipped - acc.
-            return [
-                None if c is None else ops.where(active, c * k - a, g)
-                for c, a, g in zip(clipped, accumulators, grads, strict=True)
-            ]
-
-        return view, active, to_inner
 
     def _compute_step(self, grads, variables):
         """The pure part of a step: reads state, assigns nothing.
 
         Returns:
-            `_Step(grads, ok, updates, consecutive_nonfinite)`: the gradients
-            for the inner optimizer, whether to apply them, `(variable,
-            new_value)` pairs for this optimizer's own state (already
-            unchanged where the step must not change them), and the new
-            consecutive non-finite count.
+            `_Step(grads, apply_inner, updates, consecutive_nonfinite)`: the
+            gradients for the inner optimizer, whether it applies them (a
+            finite step),
+            `(variable, new_value)` pairs for the state the wrapper keeps
+            (already unchanged where the step must not change it), and the
+            new consecutive non-finite count.
         """
         grads = list(grads)
         variables = list(variables)
         # Variables overwritten with their "gradient" (float8 scales) are not
         # gradients: keep them out of norms and rules.
-        keep = [
-            g is not None and not self._overwrite_variable_with_gradient(v)
-            for g, v in zip(grads, variables, strict=True)
+        overwrite = [
+            getattr(v, "overwrite_with_gradient", False) for v in variables
         ]
-        accumulating = bool(self.inner_optimizer.gradient_accumulation_steps)
-        if accumulating:
-            view, active, to_inner = self._accumulation(grads, variables)
+        keep = [
+            g is not None and not o for g, o in zip(grads, overwrite, strict=True)
+        ]
+        steps = self.inner_optimizer.gradient_accumulation_steps
+        if steps:
+            # Micro-step i of k: the rules see what the real update will apply
+            # (the average of the k micro-batches) on the last one, and the
+            # micro-batch itself otherwise (for finiteness).
+            micro = ops.convert_to_tensor(self.micro_steps)
+            active = ops.equal((micro + 1) % steps, 0)
+            accumulated = [self._accumulated.get(id(v)) for v in variables]
+            sums = [
+                g + ops.convert_to_tensor(a) if k else None
+                for g, a, k in zip(grads, accumulated, keep, strict=True)
+            ]
+            view = [
+                ops.where(active, s / steps, g) if k else g
+                for g, s, k in zip(grads, sums, keep, strict=True)
+            ]
         else:
-            view, active, to_inner = grads, None, None
+            active, view = None, grads
         work = [g if k else None for g, k in zip(view, keep, strict=True)]
 
         norm, finite = gradient_ops.global_norm_and_finite(work)
@@ -354,18 +393,35 @@ class HardenedOptimizer(keras.optimizers.Optimizer):
         if current is None:
             current = gradient_ops.global_norm(clipped)
 
-        out = [c if k else g for c, g, k in zip(clipped, view, keep, strict=True)]
-        if accumulating:
-            out = to_inner(out)
-
         def gated(variable, value, gate):
             return ops.where(gate, value, ops.cast(variable, variable.dtype))
+
+        if steps:
+            # The inner optimizer applies (its sum + what it is given) / k on a
+            # real update and only adds to its sum otherwise: hand it
+            # k * clipped - sum, so that it applies exactly the clipped average.
+            out = [
+                ops.where(active, c * steps - ops.convert_to_tensor(a), g) if k else g
+                for c, a, g, k in zip(clipped, accumulated, grads, keep, strict=True)
+            ]
+            own_updates = [
+                (a, gated(a, ops.where(active, ops.zeros_like(s), s), ok))
+                for a, s, k in zip(accumulated, sums, keep, strict=True)
+                if k
+            ]
+            own_updates.append(
+                (self.micro_steps, micro + ops.cast(ok, micro.dtype))
+            )
+        else:
+            out = [c if k else g for c, g, k in zip(clipped, grads, keep, strict=True)]
+            own_updates = []
 
         stats_gate = ops.convert_to_tensor(True) if active is None else active
         consecutive = ops.where(
             finite, 0, ops.convert_to_tensor(self.consecutive_nonfinite) + 1
         )
         updates = [(var, gated(var, value, commit)) for var, value in rule_updates]
+        updates += own_updates
         updates += [
             (self.gradient_norm, gated(self.gradient_norm, norm, stats_gate)),
             (
@@ -432,7 +488,7 @@ class HardenedOptimizer(keras.optimizers.Optimizer):
         step = self._compute_step(grads, variables)
         for variable, value in step.updates:
             variable.assign(value)
-        self._apply_inner_if(step.ok, step.grads, variables)
+        self._apply_inner_if(step.apply_inner, step.grads, variables)
         self._enforce_limit(step.consecutive_nonfinite)
 
     def _apply_through_stateless(self, grads, variables):
@@ -490,7 +546,7 @@ class HardenedOptimizer(keras.optimizers.Optimizer):
         def skipped():
             return list(trainable_variables), list(inner_values)
 
-        new_trainables, new_inner = ops.cond(step.ok, applied, skipped)
+        new_trainables, new_inner = ops.cond(step.apply_inner, applied, skipped)
         return list(new_trainables), new_own + list(new_inner)
 
     # ---------------------------------------------------- non-finite limit

@@ -209,10 +209,7 @@ def test_reduce_lr_on_plateau_sets_inner_learning_rate(digits):
     assert float(inner.learning_rate) == pytest.approx(5e-4)
 
 
-@pytest.mark.tf_only
 def test_gradient_accumulation_clips_the_average_once():
-    import tensorflow as tf
-
     # k = 2 micro-batches: (3, 0) then (0, 4); average (1.5, 2), norm 2.5,
     # clipped to 1 -> (0.6, 0.8). Clipping each micro-batch instead would
     # give ((1, 0) + (0, 1)) / 2 = (0.5, 0.5).
@@ -220,16 +217,73 @@ def test_gradient_accumulation_clips_the_average_once():
     inner = keras.optimizers.SGD(1.0, gradient_accumulation_steps=2)
     opt = HardenedOptimizer(inner, clip=ClipByGlobalNorm(1.0))
     opt.build(variables)
-    step = tf.function(lambda g: opt.apply([g], variables), jit_compile=True)
-    step(tf.constant([3.0, 0.0]))
+
+    def step(g):
+        opt.apply([keras.ops.convert_to_tensor(np.float32(g))], variables)
+
+    step([3.0, 0.0])
     np.testing.assert_array_equal(variables[0].numpy(), [0.0, 0.0])
     assert float(opt.gradient_norm) == 0.0  # statistics wait for the update
-    step(tf.constant([NAN, 0.0]))  # a bad micro-batch is skipped, not accumulated
-    step(tf.constant([0.0, 4.0]))
+    step([NAN, 0.0])  # a bad micro-batch is skipped, not accumulated
+    step([0.0, 4.0])
     np.testing.assert_allclose(variables[0].numpy(), [-0.6, -0.8], rtol=1e-6)
     assert float(opt.gradient_norm) == pytest.approx(2.5)
     assert float(opt.clipped_gradient_norm) == pytest.approx(1.0)
     assert int(opt.iterations) == 1 and int(opt.skipped_steps) == 1
+    # The accumulators are the wrapper's and start again from zero.
+    step([2.0, 0.0])
+    step([0.0, 0.0])  # average (1, 0): norm 1, not clipped
+    np.testing.assert_allclose(variables[0].numpy(), [-1.6, -0.8], rtol=1e-6)
+    assert int(opt.iterations) == 2
+
+
+def _accumulating_fit(optimizer, jit_compile):
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(
+                4, activation="tanh", kernel_initializer=keras.initializers.Ones()
+            ),
+            keras.layers.Dense(1, kernel_initializer=keras.initializers.Ones()),
+        ]
+    )
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
+    x = np.linspace(-1, 1, 48, dtype="float32").reshape(16, 3)
+    y = np.sin(x.sum(axis=1, keepdims=True))
+    model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_accumulation_without_rules_is_keras_own(jit_compile):
+    # 8 micro-batches, k = 4, a learning-rate schedule that moves every
+    # micro-step (Keras's schedules count micro-steps under accumulation):
+    # the wrapper, which accumulates for the inner optimizer, must give
+    # Keras's weights and iteration count.
+    def inner():
+        schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 1, 0.9)
+        return keras.optimizers.Adam(schedule, gradient_accumulation_steps=4)
+
+    plain = inner()
+    ours = HardenedOptimizer(inner())
+    reference = _accumulating_fit(plain, jit_compile)
+    wrapped = _accumulating_fit(ours, jit_compile)
+    for a, b in zip(reference.get_weights(), wrapped.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert int(ours.iterations) == int(plain.iterations) == 2
+    # The wrapper's copy of the sums matches Keras's accumulators: empty
+    # after the last real update.
+    assert all(not np.any(a.numpy()) for a in ours._accumulated.values())
+
+
+def test_accumulation_refuses_a_built_inner_optimizer():
+    built = keras.optimizers.SGD(0.1, gradient_accumulation_steps=2)
+    built.build([keras.Variable(1.0)])
+    with pytest.raises(
+        ValueError,
+        match="Received: a built inner_optimizer with gradient_accumulation_steps=2",
+    ):
+        HardenedOptimizer(built)
 
 
 def test_refuses_loss_scale_optimizer_inside():
