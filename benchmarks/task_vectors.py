@@ -255,6 +255,22 @@ def main():
         )
 
     print(
+        "\neach method at its defaults against the uniform soup, per repeat, in "
+        "test digits: wins / ties / losses, median difference:"
+    )
+    for setting in SETTINGS:
+        soup = np.asarray(table[f"{setting}: uniform soup"])
+        for method in methods:
+            name = f"{setting}: {method} default"
+            if name not in table:
+                continue
+            diff = np.round((np.asarray(table[name]) - soup) * 450).astype(int)
+            print(
+                f"  {name:42s} {int(np.sum(diff > 0))} / {int(np.sum(diff == 0))} / "
+                f"{int(np.sum(diff < 0))}, median {np.median(diff):+.1f}"
+            )
+
+    print(
         "\nvalidation grid (347 digits), mean accuracy / cross-entropy over "
         "repeats, per setting; then pooled over the settings:"
     )

@@ -118,6 +118,10 @@ def test_task_arithmetic_by_hand():
     np.testing.assert_array_equal(bias, [-1.0, 0.25])
     # x = [1, 1]: [2.5 + 0, 2 + 1.25] + [-1, 0.25] = [1.5, 3.5]
     np.testing.assert_allclose(merged(np.ones((1, 2))), [[1.5, 3.5]])
+    # the default scaling is 1.5 / k = 0.75 (half a step past the soup):
+    # 1 + 0.75 * [[3, 2], [-2, 0.5]] = [[3.25, 2.5], [-0.5, 1.375]]
+    default = kernel_and_bias(merge(base, tunes))[0]
+    np.testing.assert_array_equal(default, [[3.25, 2.5], [-0.5, 1.375]])
 
 
 @pytest.mark.filterwarnings("ignore:average_weights. models")  # tunes A, B, C
