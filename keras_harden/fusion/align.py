@@ -91,11 +91,15 @@ SUPPORTED = (
 @dataclasses.dataclass
 class Entry:
     """One variable to permute: along each `(axis, group, repeat)` of `axes`
-    (an axis of length `repeat * size` indexed `r * size + unit`)."""
+    (an axis of length `repeat * size` indexed `r * size + unit`). `match`:
+    whether weight matching compares it (batch-norm statistics are permuted
+    but not compared: they are not parameters, and their positive values
+    would pull large variances together)."""
 
     layer: object
     variable: object
     axes: list
+    match: bool = True
 
 
 @dataclasses.dataclass
@@ -350,6 +354,9 @@ class Analysis:
             )
             variables = [v for v in candidates if v is not None]
             self._register(layer, variables, [[(0, group, repeat)]] * len(variables))
+            statistics = {id(layer.moving_mean), id(layer.moving_variance)}
+            for entry in self.entries[-len(variables) :]:
+                entry.match = id(entry.variable) not in statistics
         return (group, repeat, None)
 
     def _layernorm(self, layer, space, shape, shared):
@@ -625,7 +632,7 @@ def find_permutations(
         free = [g for g in free if g not in found]
     if free:
         axes_list = [ref.axes(e) for e in ref.entries]
-        keep = [i for i, axes in enumerate(axes_list) if axes]
+        keep = [i for i, axes in enumerate(axes_list) if axes and ref.entries[i].match]
         reference_values = [_float64(ref.entries[i].variable) for i in keep]
         model_values = [_float64(other.entries[i].variable) for i in keep]
         weight_matching(
