@@ -218,7 +218,8 @@ def merge(
     data (see `recalibrate_batchnorm`), or left as in the base with a warning
     when none is given, as `average_weights` does. A tune whose kernels are
     nearly orthogonal to the base's (cosine similarity below 0.5) is not a
-    fine-tune of it, and gets the warning `average_weights` gives.
+    fine-tune of it, and gets the warning `average_weights` gives (which
+    numbers `base` 0 and `tunes[i]` i + 1).
 
     The result is a clone of `base` (compiled like it, when it was compiled)
     holding the merged weights; `base` and `tunes` are not modified. The

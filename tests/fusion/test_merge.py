@@ -261,6 +261,14 @@ def test_batchnorm_recalibrated_inputs_untouched_and_saved(fine_tunes, tmp_path)
     )
 
 
+def test_warns_when_a_tune_is_not_a_fine_tune_of_base():
+    base = dense(K0, [0.0, 0.0])
+    # kernel [1, -1, -1, 1] is orthogonal to the base's [1, 1, 1, 1]: cosine 0
+    stranger = dense([[1.0, -1.0], [-1.0, 1.0]], [0.0, 0.0])
+    with pytest.warns(UserWarning, match="merge: models 0 and 1 do not seem to share"):
+        merge(base, [stranger])
+
+
 def test_docstring_example():
     module = sys.modules["keras_harden.fusion.merge"]
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
