@@ -65,23 +65,14 @@ def _batches(data, batch_size, steps):
 
 
 def _grad_norm_and_loss(model, x, y):
-    """Global gradient norm and loss of one batch in training mode (TensorFlow)."""
-    if keras.backend.backend() != "tensorflow":
-        raise NotImplementedError(
-            "seed_search measures gradients with tf.GradientTape and runs on the "
-            f"TensorFlow backend only. Received: backend={keras.backend.backend()}"
-        )
-    import tensorflow as tf
+    """Global gradient norm and loss of one batch in training mode, with the
+    model's compiled loss (TensorFlow or JAX)."""
+    # The diagnostics' gradient code; imported here, as the diagnostics
+    # package imports this one.
+    from keras_harden.diagnostics import _core
 
-    with tf.GradientTape() as tape:
-        y_pred = model(x, training=True)
-        loss = model.compute_loss(x=x, y=y, y_pred=y_pred)
-    grads = tape.gradient(loss, model.trainable_variables)
-    squares = [
-        tf.reduce_sum(tf.square(tf.cast(g, "float32"))) for g in grads if g is not None
-    ]
-    norm = float(tf.sqrt(tf.add_n(squares))) if squares else 0.0
-    return norm, float(loss)
+    loss, grads = _core.loss_and_gradients(model, x, y)
+    return _core.norm([g for g in grads if g is not None]), loss
 
 
 def seed_search(
@@ -108,8 +99,8 @@ def seed_search(
     eligible, the finite trial with the lowest loss does (its row says
     `eligible=False`); if no trial stayed finite, `RuntimeError`.
 
-    The gradient norm is taken with `tf.GradientTape` (TensorFlow backend
-    only); the training steps use whatever the model was compiled with.
+    The gradient norm is taken with the backend's own gradient (TensorFlow
+    or JAX); the training steps use whatever the model was compiled with.
 
     Args:
         build_model: `callable(seed) -> compiled keras.Model`.

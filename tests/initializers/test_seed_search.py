@@ -1,3 +1,6 @@
+"""seed_search: choice among trials, refusals, and the gradient norm on both
+backends."""
+
 import math
 
 import keras
@@ -5,8 +8,6 @@ import numpy as np
 import pytest
 
 from keras_harden.initializers import SeedSearchResult, seed_search
-
-pytestmark = pytest.mark.tf_only
 
 
 def _build(seed, explode=False):
@@ -80,6 +81,35 @@ def test_exploding_trials_are_not_chosen(data):
         seed_search(
             lambda s: _build(s, explode=True), data, seeds=[1], steps=5, batch_size=32
         )
+
+
+def test_gradient_norm_is_worked_out_on_either_backend(data):
+    # A zero Dense(64 -> 10): every logit is 0, softmax 0.1 everywhere, so
+    # d loss / d logits = (0.1 - onehot(y)) / B and the gradient is
+    # W: x^T (p - onehot) / B, b: sum over the batch of (p - onehot) / B.
+    def build(seed):
+        model = keras.Sequential(
+            [keras.Input((64,)), keras.layers.Dense(10, kernel_initializer="zeros")]
+        )
+        model.compile(
+            keras.optimizers.SGD(0.0),  # no step moves the weights
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        return model
+
+    result = seed_search(build, data, seeds=[3], steps=1, batch_size=32)
+    x, y = data
+    order = np.random.default_rng(0).permutation(len(x))[:32]  # the first batch
+    xb, yb = x[order].astype("float64"), y[order]
+    delta = np.full((32, 10), 0.1)
+    delta[np.arange(32), yb] -= 1.0
+    delta /= 32
+    expected = np.sqrt(np.sum((xb.T @ delta) ** 2) + np.sum(delta.sum(0) ** 2))
+    row = result.table[0]
+    assert row["grad_norm_start"] == pytest.approx(expected, rel=1e-5)
+    assert row["grad_norm_end"] == pytest.approx(expected, rel=1e-5)
+    assert row["loss"] == pytest.approx(np.log(10), rel=1e-6)
+    assert result.seed == 3 and row["eligible"]  # the norm did not grow
 
 
 def test_bad_arguments_are_refused(data):
