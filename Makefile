@@ -1,7 +1,8 @@
 # Two entry points: `make demo` (the main job) and `make test` (the test suite).
 # Each creates its own virtual environment with the CPU build of TensorFlow
 # (and JAX's CPU wheels). `make test` runs the whole suite on TensorFlow, then
-# again on JAX without the TensorFlow-only tests and the slow training checks.
+# again on JAX without the TensorFlow-only tests and the slow training checks
+# (except those marked `jax_too`).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -25,7 +26,7 @@ PARALLEL := -n auto --maxprocesses 4 --dist loadscope
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check keras_harden tests examples benchmarks
 	$(PY) -m pytest $(PARALLEL)
-	KERAS_BACKEND=jax $(PY) -m pytest $(PARALLEL) -m "not tf_only and not slow"
+	KERAS_BACKEND=jax $(PY) -m pytest $(PARALLEL) -m "not tf_only and (not slow or jax_too)"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check keras_harden tests examples benchmarks

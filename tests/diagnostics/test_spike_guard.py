@@ -95,6 +95,7 @@ def _assert_rolled_back_to_last_good(step, before, after):
 
 
 @pytest.mark.slow
+@pytest.mark.jax_too
 @pytest.mark.parametrize("how", ["nan", "spike"])
 def test_rolls_back_to_last_good_state_and_lowers_lr(digits, how):
     x, y, w = _data(digits, bad_batches=[8], how=how)

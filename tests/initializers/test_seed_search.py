@@ -38,6 +38,7 @@ def data(digits):
 
 
 @pytest.mark.slow
+@pytest.mark.jax_too
 def test_keeps_lowest_loss_among_eligible_trials(data):
     result = seed_search(_build, data, trials=3, steps=6, batch_size=32)
     assert isinstance(result, SeedSearchResult)

@@ -297,6 +297,7 @@ def test_refuses_loss_scale_optimizer_inside():
 
 
 @pytest.mark.slow
+@pytest.mark.jax_too
 def test_mixed_float16_rules_see_unscaled_gradients(digits):
     (x, y), _ = digits
     norms = {}

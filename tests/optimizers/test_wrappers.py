@@ -132,6 +132,7 @@ def test_keras_file_keeps_wrapper_rules_and_state(name, digits, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.jax_too
 def test_two_epochs_equal_one_save_load_one(digits, tmp_path):
     (x, y), _ = digits
     x, y = x[:128], y[:128]
