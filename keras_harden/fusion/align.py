@@ -554,11 +554,11 @@ class _Moments:
 
     def add(self, a, b):
         self.n += a.shape[0]
-        self.sum_a += a.sum(0)
-        self.sum_b += b.sum(0)
-        self.square_a += (a * a).sum(0)
-        self.square_b += (b * b).sum(0)
-        self.cross += a.T @ b
+        self.sum_a += a.sum(0, dtype="float64")
+        self.sum_b += b.sum(0, dtype="float64")
+        self.square_a += (a * a).sum(0, dtype="float64")
+        self.square_b += (b * b).sum(0, dtype="float64")
+        self.cross += a.T @ b  # one batch in float32, summed in float64
 
     def correlation(self):
         mean_a, mean_b = self.sum_a / self.n, self.sum_b / self.n
@@ -596,8 +596,8 @@ def activation_matching(reference, model, ref, other, data, steps, batch_size):
             # units last; every other position (spatial, or a flattened
             # axis's r in r * size + unit) is one more sample
             size = ref.group_sizes[group]
-            a = np.asarray(a, "float64").reshape(-1, size)
-            b = np.asarray(b, "float64").reshape(-1, size)
+            a = np.asarray(a, "float32").reshape(-1, size)
+            b = np.asarray(b, "float32").reshape(-1, size)
             moments.setdefault(group, _Moments(size)).add(a, b)
     if not seen:
         raise ValueError(f"`data` yielded no examples. Received: data={data!r}")
