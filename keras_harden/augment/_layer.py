@@ -9,11 +9,9 @@ images and dtypes, so a layer writes only its draws and its transform.
 The family's maths goes through `ops` and `random` below, which stand for
 `keras.ops` and `keras.random`: the session backend's, or TensorFlow's inside
 a `tf.data` graph under another backend (the one private Keras hook of the
-package; see `tensorflow_ops`).
+package; see `TENSORFLOW_BACKEND`).
 """
 
-import contextlib
-import contextvars
 import importlib
 import sys
 import types
@@ -36,39 +34,29 @@ import keras
 
 TENSORFLOW_BACKEND = "keras.src.backend.tensorflow"
 
-_IN_TF_GRAPH = contextvars.ContextVar("keras_harden_tensorflow_ops", default=False)
 _TWINS = {}
 _TF_SEED_GENERATORS = weakref.WeakKeyDictionary()
+
+
+def in_foreign_tf_graph():
+    """True while TensorFlow traces a graph (a `tf.data` map) and the session
+    backend is not TensorFlow: our ops must then be TensorFlow's. (Inside
+    `jax.jit`, TensorFlow executes eagerly: JAX ops.)"""
+    if keras.backend.backend() == "tensorflow" or "tensorflow" not in sys.modules:
+        return False
+    return not sys.modules["tensorflow"].executing_eagerly()
 
 
 def backend_name():
     """The backend our ops run on now: the session's, or `"tensorflow"` inside
     a `tf.data` graph."""
-    return "tensorflow" if _IN_TF_GRAPH.get() else keras.backend.backend()
+    return "tensorflow" if in_foreign_tf_graph() else keras.backend.backend()
 
 
 def dynamic_shapes():
     """Whether the per-image dispatch may use data-dependent shapes
     (TensorFlow)."""
     return backend_name() == "tensorflow"
-
-
-def in_foreign_tf_graph():
-    """True while TensorFlow traces a graph (a `tf.data` map) and the session
-    backend is not TensorFlow: our ops must then be TensorFlow's."""
-    if keras.backend.backend() == "tensorflow" or "tensorflow" not in sys.modules:
-        return False
-    return not sys.modules["tensorflow"].executing_eagerly()
-
-
-@contextlib.contextmanager
-def tensorflow_ops():
-    """Within this block `ops` and `random` are Keras's TensorFlow backend."""
-    token = _IN_TF_GRAPH.set(True)
-    try:
-        yield
-    finally:
-        _IN_TF_GRAPH.reset(token)
 
 
 def tensorflow_twin(function):
@@ -85,7 +73,7 @@ def tensorflow_twin(function):
 
 class _Namespace:
     """`keras.ops` (or `keras.random`, `keras.ops.image`) that answers with
-    TensorFlow's functions inside `tensorflow_ops()`."""
+    TensorFlow's functions inside a `tf.data` graph under another backend."""
 
     def __init__(self, public):
         self._public = public
@@ -94,7 +82,7 @@ class _Namespace:
         value = getattr(self._public, name)
         if isinstance(value, types.ModuleType):
             return _Namespace(value)
-        return tensorflow_twin(value) if _IN_TF_GRAPH.get() else value
+        return tensorflow_twin(value) if in_foreign_tf_graph() else value
 
 
 ops = _Namespace(keras.ops)
@@ -231,7 +219,7 @@ class ImageLayer(keras.layers.Layer):
     (rank 3) goes through as a batch of one.
 
     Inside a `tf.data` map under a backend other than TensorFlow, the layer
-    runs on Keras's TensorFlow backend (see `tensorflow_ops`).
+    and its methods run on Keras's TensorFlow backend.
     """
 
     def __init__(self, **kwargs):
@@ -242,9 +230,11 @@ class ImageLayer(keras.layers.Layer):
         if in_foreign_tf_graph():
             # A graph traced by tf.data: TensorFlow tensors that the session
             # backend's `Layer.__call__` would try to convert. Our layers hold
-            # no weights, so `call` itself is all there is to run.
-            with tensorflow_ops():
-                return self.call(*args, **kwargs)
+            # no weights, so `call` itself is all there is to run; AutoGraph
+            # leaves it as written (it would rewrite it as Keras's own code
+            # is not).
+            autograph = sys.modules["tensorflow"].autograph.experimental
+            return autograph.do_not_convert(self.call)(*args, **kwargs)
         return super().__call__(*args, **kwargs)
 
     def call(self, images, labels=None, training=True):
@@ -335,7 +325,7 @@ class RandomLayer(ImageLayer):
     def _seed(self, seed):
         if seed is not None:
             return seed
-        if not _IN_TF_GRAPH.get() or keras.backend.backend() == "tensorflow":
+        if not in_foreign_tf_graph():
             return self.seed_generator
         # The session's generator holds a variable of the session backend;
         # the tf.data graph needs a TensorFlow one (kept out of the layer's

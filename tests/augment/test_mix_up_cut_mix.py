@@ -111,3 +111,44 @@ def test_config_round_trip_and_errors():
         kh.augment.MixUpCutMix(3, switch_prob=2)
     with pytest.raises(ValueError, match=r"Received: label_smoothing=1.0$"):
         kh.augment.MixUpCutMix(3, label_smoothing=1.0)
+
+
+def test_fixed_draws_by_hand():
+    # Image 0: MixUp with partner 1, weight 0.3. Image 1: CutMix from partner
+    # 0, box rows 1-2, columns 2-4 (6 of 24 pixels: weight 1 - 6/24 = 0.75).
+    # Image 2: not mixed (weight 1). Image 3: MixUp with itself.
+    x = np.random.default_rng(0).uniform(0, 255, (4, 4, 6, 1)).astype("float32")
+    layer = kh.augment.MixUpCutMix(3)
+    draws = {
+        "partners": np.array([1, 0, 3, 3], "int32"),
+        "cutmix": np.array([False, True, False, False]),
+        "weights": np.array([0.3, 0.75, 1.0, 0.6], "float32"),
+        "boxes": np.array([[0, 0, 0, 0], [1, 2, 3, 5], [0, 0, 4, 6], [0] * 4]),
+    }
+    draws["boxes"] = draws["boxes"].astype("float32")
+    out = np.asarray(layer.transform_images(x, draws))
+    np.testing.assert_allclose(out[0], 0.3 * x[0] + 0.7 * x[1], rtol=1e-6)
+    pasted = x[1].copy()
+    pasted[1:3, 2:5] = x[0, 1:3, 2:5]
+    np.testing.assert_array_equal(out[1], pasted)
+    np.testing.assert_array_equal(out[2], x[2])
+    np.testing.assert_allclose(out[3], x[3], rtol=1e-6)
+    labels = np.asarray(layer.transform_labels(np.array([0, 1, 2, 0]), draws))
+    expected = [[0.3, 0.7, 0], [0.25, 0.75, 0], [0, 0, 1], [1, 0, 0]]
+    np.testing.assert_allclose(labels, expected, atol=1e-6)
+
+
+def test_draws_cutmix_weights_are_the_box_area():
+    layer = kh.augment.MixUpCutMix(4, prob=0.8, seed=3)
+    x = np.zeros((64, 10, 12, 1), "float32")
+    draws = layer.get_random_transformation({"images": x, "labels": np.zeros(64)})
+    draws = {k: np.asarray(v) for k, v in draws.items()}
+    assert sorted(draws["partners"]) == list(range(64))  # a permutation
+    top, left, bottom, right = draws["boxes"].T
+    area = (bottom - top) * (right - left) / 120
+    cut = draws["cutmix"]
+    np.testing.assert_allclose(draws["weights"][cut], 1 - area[cut], atol=1e-6)
+    unmixed = draws["weights"] == 1
+    assert 5 <= unmixed.sum() <= 25 and cut.sum() >= 15  # prob 0.8, switch 0.5
+    with pytest.raises(ValueError, match=r"Received: labels=None$"):
+        layer.get_random_transformation(x)

@@ -113,3 +113,62 @@ def test_config_round_trip_and_errors():
         kh.augment.RandAugment(operations=["blur"])
     with pytest.raises(ValueError, match=r"Received: seed='a'$"):
         kh.augment.RandAugment(seed="a")
+
+
+# Operations driven by the magnitude (all but auto-contrast and equalize): at
+# strength 0 each gives its input back (posterize keeps all 8 bits, so exactly
+# only for 8-bit data).
+MAGNITUDE_OPS = [n for n in A.TRANSFORMS if n not in ("auto_contrast", "equalize")]
+
+
+def test_fixed_draws_apply_each_images_operations_in_order():
+    # Image i goes through names[op[i, 0]] then names[op[i, 1]] at its own
+    # strengths; the reference applies the single transforms (checked on
+    # hand-worked values in test_ops.py) image by image.
+    names = ["rotate", "solarize", "brightness", "equalize"]
+    layer = kh.augment.RandAugment(num_ops=2, value_range=(0, 1), operations=names)
+    x = np.random.default_rng(4).uniform(size=(4, 10, 10, 3)).astype("float32")
+    draws = {
+        "operations": np.array([[0, 1], [2, 3], [3, 0], [1, 2]], "int32"),
+        "strengths": np.array(
+            [[0.5, -0.3], [0.8, 0.0], [0.0, -1.0], [0.6, 0.2]], "float32"
+        ),
+    }
+    out = np.asarray(layer.transform_images(x, draws))
+    for i in range(4):
+        expected = x[i : i + 1]
+        steps = zip(draws["operations"][i], draws["strengths"][i], strict=True)
+        for op, strength in steps:
+            expected = A.TRANSFORMS[names[op]](expected, np.array([strength]))
+        np.testing.assert_allclose(out[i], np.asarray(expected)[0], atol=1e-5)
+
+
+def test_draws_pick_operations_and_signed_magnitudes():
+    layer = kh.augment.RandAugment(num_ops=3, magnitude=0.4, seed=0)
+    x = np.zeros((64, 4, 4, 3), "float32")
+    draws = {k: np.asarray(v) for k, v in layer.get_random_transformation(x).items()}
+    names = np.array(list(A.TRANSFORMS))
+    assert draws["operations"].shape == (64, 3)
+    assert set(np.unique(draws["operations"])) == set(range(len(names)))
+    np.testing.assert_allclose(np.abs(draws["strengths"]), 0.4)
+    signed = np.isin(names[draws["operations"]], sorted(A.SIGNED))
+    assert (draws["strengths"][~signed] > 0).all()
+    assert (draws["strengths"][signed] < 0).any() and (
+        draws["strengths"][signed] > 0
+    ).any()
+    again = layer.get_random_transformation(x, seed=5)
+    same = layer.get_random_transformation(x, seed=5)
+    for key in draws:  # an int seed fixes the draws
+        np.testing.assert_array_equal(np.asarray(again[key]), np.asarray(same[key]))
+
+
+def test_magnitude_zero_gives_the_input_back_exactly():
+    x = np.random.default_rng(5).integers(0, 256, (16, 10, 10, 3)).astype("uint8")
+    layer = kh.augment.RandAugment(
+        num_ops=3, magnitude=0.0, operations=MAGNITUDE_OPS, seed=0
+    )
+    np.testing.assert_array_equal(np.asarray(layer(x)), x)
+    xf = x.astype("float32") / 255.0
+    floats = [name for name in MAGNITUDE_OPS if name != "posterize"]
+    layer = kh.augment.RandAugment(3, 0.0, value_range=(0, 1), operations=floats)
+    np.testing.assert_array_equal(np.asarray(layer(xf)), xf)

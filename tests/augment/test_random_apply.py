@@ -57,3 +57,13 @@ def test_config_round_trip_and_errors():
         kh.augment.RandomApply(keras.layers.Identity(), rate=1.5)
     with pytest.raises(ValueError, match=r"Received: layer='flip'$"):
         kh.augment.RandomApply("flip")
+
+
+def test_fixed_draws_by_hand():
+    x = np.arange(4, dtype="float32").reshape(4, 1, 1, 1) + 1
+    layer = kh.augment.RandomApply(keras.layers.Rescaling(2.0), 0.5)
+    draws = {"applied": np.array([True, False, True, False])}
+    out = np.asarray(layer.transform_images(x, draws)).ravel()
+    np.testing.assert_array_equal(out, [2, 2, 6, 4])
+    drawn = layer.get_random_transformation(np.zeros((400, 1, 1, 1)), seed=1)
+    assert 160 <= np.asarray(drawn["applied"]).sum() <= 240  # rate 0.5

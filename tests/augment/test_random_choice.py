@@ -75,3 +75,21 @@ def test_images_keep_their_dtype_under_a_mixed_precision_policy():
         x = np.full((2, 8, 8, 3), 7, dtype)
         for layer in layers:
             assert keras.backend.standardize_dtype(layer(x).dtype) == dtype, layer
+
+
+def test_fixed_draws_by_hand_and_zero_weight_is_never_chosen():
+    x = np.ones((3, 1, 1, 1), "float32")
+    layer = kh.augment.RandomChoice(
+        [keras.layers.Rescaling(s) for s in (0.5, 2.0, 3.0)], weights=[1, 0, 1]
+    )
+    out = np.asarray(layer.transform_images(x, {"choices": np.array([2, 0, 1])}))
+    np.testing.assert_array_equal(out.ravel(), [3.0, 0.5, 2.0])
+    drawn = layer.get_random_transformation(np.zeros((300, 1, 1, 1)), seed=2)
+    counts = np.bincount(np.asarray(drawn["choices"]), minlength=3)
+    assert counts[1] == 0 and min(counts[0], counts[2]) >= 120
+    # Weight 0 for the only other layer: every image keeps the identity.
+    identity = kh.augment.RandomChoice(
+        [keras.layers.Identity(), keras.layers.Rescaling(2.0)], weights=[1, 0], seed=3
+    )
+    xr = np.random.default_rng(0).uniform(size=(8, 4, 4, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(identity(xr)), xr)

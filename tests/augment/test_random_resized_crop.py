@@ -85,3 +85,43 @@ def test_config_round_trip_and_errors():
         kh.augment.RandomResizedCrop(scale=(0.5, 0.2))
     with pytest.raises(ValueError, match=r"Received: ratio=\(0, 1\)$"):
         kh.augment.RandomResizedCrop(ratio=(0, 1))
+
+
+def test_fixed_boxes_crop_exactly_and_magnify_by_hand():
+    x = np.arange(128, dtype="float32").reshape(2, 8, 8, 1) / 128
+    layer = kh.augment.RandomResizedCrop(4, 4, value_range=(0, 1))
+    # Image 0: the 4x4 box at row 2, column 4, kept at its size: a plain crop.
+    # Image 1: the 2x2 box at the origin magnified onto 4x4: output centres
+    # 0.25, 0.75, 1.25, 1.75 against pixel centres 0.5, 1.5, 2.5 give the rows
+    # W = [[1, 0, 0], [.75, .25, 0], [.25, .75, 0], [0, .75, .25]] (tent
+    # filter, rows normalized, see test_resample_matrix_magnify_and_shrink),
+    # so out = W x[:3, :3] W^T.
+    boxes = np.array([[2, 4, 4, 4], [0, 0, 2, 2]], "float32")
+    out = np.asarray(layer.transform_images(x, {"boxes": boxes}))
+    np.testing.assert_array_equal(out[0], x[0, 2:6, 4:8])
+    w = np.array([[1, 0, 0], [0.75, 0.25, 0], [0.25, 0.75, 0], [0, 0.75, 0.25]])
+    expected = w @ x[1, :3, :3, 0] @ w.T
+    np.testing.assert_allclose(out[1, :, :, 0], expected, atol=1e-4)
+
+
+def test_draws_are_boxes_inside_the_image_with_the_asked_area_and_ratio():
+    layer = kh.augment.RandomResizedCrop(scale=(0.2, 0.5), ratio=(0.5, 2.0), seed=0)
+    boxes = np.asarray(
+        layer.get_random_transformation(np.zeros((256, 20, 30, 3)))["boxes"]
+    )
+    top, left, height, width = boxes.T
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + height <= 20 + 1e-4).all() and (left + width <= 30 + 1e-4).all()
+    area = height * width / 600
+    assert area.min() >= 0.2 - 1e-5 and area.max() <= 0.5 + 1e-5
+    ratio = width / height
+    assert ratio.min() >= 0.5 - 1e-5 and ratio.max() <= 2.0 + 1e-5
+
+
+def test_the_whole_image_as_the_box_gives_the_input_back_exactly():
+    x = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3)).astype("uint8")
+    layer = kh.augment.RandomResizedCrop(scale=(1.0, 1.0), ratio=(1.0, 1.0), seed=1)
+    np.testing.assert_array_equal(np.asarray(layer(x)), x)
+    xf = x.astype("float32") / 255.0
+    unit = kh.augment.RandomResizedCrop(value_range=(0, 1), scale=(1, 1), ratio=(1, 1))
+    np.testing.assert_array_equal(np.asarray(unit(xf)), xf)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import keras_harden as kh
+from keras_harden.augment import ops as A
 from tests.toolkit import assert_config_round_trip
 
 
@@ -35,3 +36,31 @@ def test_seed_and_config():
     assert_config_round_trip(kh.augment.TrivialAugment((0, 1), ["rotate"], seed=1))
     with pytest.raises(ValueError, match=r"Received: operations=\[\]$"):
         kh.augment.TrivialAugment(operations=[])
+
+
+def test_fixed_draws_apply_one_operation_per_image():
+    names = ["shear_x", "contrast", "posterize"]
+    layer = kh.augment.TrivialAugment(value_range=(0, 1), operations=names)
+    x = np.random.default_rng(4).uniform(size=(3, 10, 10, 3)).astype("float32")
+    draws = {
+        "operations": np.array([2, 0, 1], "int32"),
+        "strengths": np.array([0.7, -0.5, 0.3], "float32"),
+    }
+    out = np.asarray(layer.transform_images(x, draws))
+    for i, (op, strength) in enumerate(zip(*draws.values(), strict=True)):
+        expected = A.TRANSFORMS[names[op]](x[i : i + 1], np.array([strength]))
+        np.testing.assert_allclose(out[i], np.asarray(expected)[0], atol=1e-5)
+
+
+def test_draws_are_uniform_magnitudes_and_strength_zero_is_identity():
+    layer = kh.augment.TrivialAugment(seed=3)
+    x = np.random.default_rng(5).integers(0, 256, (64, 8, 8, 3)).astype("uint8")
+    draws = {k: np.asarray(v) for k, v in layer.get_random_transformation(x).items()}
+    magnitude = np.abs(draws["strengths"])
+    assert magnitude.min() >= 0 and magnitude.max() < 1 and magnitude.std() > 0.2
+    # Zero strength for operations driven by the magnitude: the input back.
+    draws["strengths"] = np.zeros(64, "float32")
+    names = list(A.TRANSFORMS)  # the default operation list
+    driven = [i for i, n in enumerate(names) if n not in ("auto_contrast", "equalize")]
+    draws["operations"] = np.array(driven * 6)[:64].astype("int32")
+    np.testing.assert_array_equal(np.asarray(layer.transform_images(x, draws)), x)
