@@ -18,7 +18,8 @@ test digits:
 
 Two architectures: an MLP 64-128-128-10 (ReLU) on the flattened digits, and a
 small conv net with batch norm (Conv 16-32-64, each followed by batch norm and
-ReLU, max pooling after the second, global average pooling, Dense 10).
+ReLU, max pooling after the second, global average pooling, Dense 10;
+`--conv-width 64` makes it 64-128-256).
 
 Goals (issue 13): the MLP's aligned midpoint within 1 point of the endpoints'
 mean accuracy; on the conv net at least 80% of the naive midpoint's accuracy
@@ -26,6 +27,8 @@ loss removed: `1 - (mean - aligned) / (mean - naive)`.
 
     .venv/bin/python benchmarks/alignment.py            # 3 pairs, 40 epochs
     .venv/bin/python benchmarks/alignment.py --quick    # 1 pair, 5 epochs
+    .venv/bin/python benchmarks/alignment.py --families conv+bn --conv-width 64 \
+        --epochs 20
 """
 
 import argparse
@@ -50,9 +53,13 @@ def mlp():
     )
 
 
+CONV_WIDTH = [16]  # the first convolution's filters; then 2x and 4x
+
+
 def conv_net():
     layers = [keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255)]
-    for index, filters in enumerate((16, 32, 64)):
+    width = CONV_WIDTH[0]
+    for index, filters in enumerate((width, 2 * width, 4 * width)):
         layers += [
             keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
             keras.layers.BatchNormalization(),
@@ -154,7 +161,11 @@ def main():
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--quick", action="store_true", help="1 pair, 5 epochs")
     parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument(
+        "--conv-width", type=int, default=16, help="the conv net's first filters"
+    )
     args = parser.parse_args()
+    CONV_WIDTH[0] = args.conv_width
     if args.quick:
         args.pairs, args.epochs = 1, 5
     (x, y), (xt, yt) = kh.data.load_digits()
@@ -167,7 +178,8 @@ def main():
     }
     print(
         f"digits: {len(x)} train, {len(xt)} test; {args.pairs} seed pairs, "
-        f"{args.epochs} epochs each, Adam 1e-3, batch 32; backend "
+        f"{args.epochs} epochs each, Adam 1e-3, batch 32; conv net "
+        f"{args.conv_width}-{2 * args.conv_width}-{4 * args.conv_width}; backend "
         f"{keras.backend.backend()}"
     )
     for family in args.families.split(","):
