@@ -136,10 +136,10 @@ def zero_init_layers(layers):
 
     Example:
 
-    >>> head = keras.layers.Dense(10)
+    >>> head = keras.layers.Dense(10, name="head")
     >>> head.build((None, 64))
     >>> kh.initializers.zero_init_layers([head])
-    [('dense', 'kernel')]
+    [('head', 'kernel')]
     """
     zeroed = []
     for layer in layers:
