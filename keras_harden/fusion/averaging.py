@@ -127,15 +127,23 @@ def finish_batchnorm(model, recalibrate, steps, caller):
     recalibrate_batchnorm(model, recalibrate, steps=steps)
 
 
-def check_align(align):
+def check_align(align, align_data=None):
     if not isinstance(align, bool):
         raise ValueError(f"`align` must be True or False. Received: align={align!r}")
+    if align_data is not None and not align:
+        raise ValueError(
+            "`align_data` is for activation matching: it needs `align=True`. "
+            f"Received: align={align!r}"
+        )
 
 
-def aligned_to(reference, models):
+def aligned_to(reference, models, data=None):
     """`models` with each one's hidden units permuted to match `reference`'s
-    (`reference` itself, and any model that is it, as they are)."""
-    return [m if m is reference else align_model(reference, m) for m in models]
+    (by activations on `data` when given, else by weights; `reference`
+    itself, and any model that is it, as they are)."""
+    return [
+        m if m is reference else align_model(reference, m, data=data) for m in models
+    ]
 
 
 def average_weights(
@@ -145,6 +153,7 @@ def average_weights(
     recalibrate_steps=None,
     align=False,
     repair=None,
+    align_data=None,
 ):
     """Returns a new model whose weights are the (weighted) mean of `models`'.
 
@@ -171,8 +180,8 @@ def average_weights(
 
     Models from different starts can be averaged after aligning them:
     `align=True` permutes every model's hidden units to match the first
-    model's (`kh.fusion.align`, weight matching; align with `data=` yourself
-    for activation matching), then averages (no shared-start warning then).
+    model's (`kh.fusion.align`: weight matching, or activation matching on
+    `align_data`), then averages (no shared-start warning then).
     The average of aligned models has collapsed unit statistics; pass
     `repair=` inputs to reset them to the models' (`kh.fusion.repair`,
     REPAIR), which also recomputes batch-norm statistics from those inputs.
@@ -191,6 +200,8 @@ def average_weights(
         recalibrate_steps: at most this many batches of `recalibrate` (or of
             `repair`).
         align: `True` to align every model to the first before averaging.
+        align_data: inputs to align by activation matching (with
+            `align=True`); default: weight matching.
         repair: inputs to repair the average on (REPAIR, then batch-norm
             recalibration): arrays, an `(x, y)` tuple, a dataset or an
             iterable of batches. Give `repair` or `recalibrate`, not both.
@@ -218,7 +229,7 @@ def average_weights(
     """
     models = check_models(models)
     coefficients = _coefficients(weights, len(models))
-    check_align(align)
+    check_align(align, align_data)
     if repair is not None and recalibrate is not None:
         raise ValueError(
             "`repair` data also recalibrates batch norm: give `repair` or "
@@ -226,7 +237,7 @@ def average_weights(
         )
     check_compatible(models)
     if align:
-        models = aligned_to(models[0], models)
+        models = aligned_to(models[0], models, align_data)
     else:
         check_shared_start(models, coefficients, "average_weights")
     result = clone_with_weights(models[0])

@@ -127,6 +127,7 @@ def greedy_soup(
     recalibrate_steps=None,
     higher_is_better=True,
     align=False,
+    align_data=None,
 ):
     """Greedy model soup: averages only the ingredients that do not hurt.
 
@@ -140,8 +141,9 @@ def greedy_soup(
     recalibration, which shows what recalibration alone gains.
 
     With `align=True`, once the models are scored every one is aligned to
-    the best (`kh.fusion.align`, weight matching: its hidden units permuted
-    to match, its function unchanged), so that models trained from
+    the best (`kh.fusion.align`, weight matching, or activation matching on
+    `align_data`: its hidden units permuted to match, its function
+    unchanged), so that models trained from
     different starts can be averaged; the scores, the order and the report
     are those of the models as given.
 
@@ -162,6 +164,8 @@ def greedy_soup(
         recalibrate_steps: at most this many batches of `recalibrate`.
         higher_is_better: `False` for a metric to minimise (a loss).
         align: `True` to align every model to the best one before averaging.
+        align_data: inputs to align by activation matching (with
+            `align=True`); default: weight matching.
 
     Returns:
         A `SoupResult` named tuple `(model, report)`: the soup, and a
@@ -180,7 +184,7 @@ def greedy_soup(
         time", ICML 2022; github.com/mlfoundations/model-soups.
     """
     models = check_models(models)
-    check_align(align)
+    check_align(align, align_data)
     check_compatible(models)
     name, score_fn = _scorer(metric)
 
@@ -213,7 +217,7 @@ def greedy_soup(
         range(len(models)), key=lambda i: -scores[i] if higher_is_better else scores[i]
     )
     if align:  # the function of each model, hence each score, is unchanged
-        models = aligned_to(models[order[0]], models)
+        models = aligned_to(models[order[0]], models, align_data)
     kept, best = [order[0]], scores[order[0]]
     trace = []
     for index in order[1:]:

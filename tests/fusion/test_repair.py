@@ -241,6 +241,29 @@ def test_average_of_aligned_permuted_copies_is_the_model():
     assert not np.allclose(naive(x), model(x), atol=1e-3)
 
 
+def test_average_aligned_by_activations():
+    def build():
+        return keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(6, activation="tanh"),
+                keras.layers.Dense(3),
+            ]
+        )
+
+    model = randomized(build, 19)
+    copy = shuffled(model, 20)
+    x = np.random.default_rng(2).normal(size=(64, 4)).astype("float32")
+    soup = average_weights([model, copy], align=True, align_data=x)
+    for got, want in zip(soup.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"needs `align=True`. Received: align=False"):
+        average_weights([model, copy], align_data=x)
+    y = np.argmax(keras.ops.convert_to_numpy(model(x)), axis=-1)
+    soup, _ = greedy_soup([copy, model], (x, y), align=True, align_data=x)
+    np.testing.assert_allclose(soup(x), model(x), rtol=1e-5, atol=1e-5)
+
+
 def test_greedy_soup_aligns_to_the_best():
     model = randomized(lambda: net(hidden=(6,), inputs=4, outputs=3), 14)
     copy = shuffled(model, 15)
