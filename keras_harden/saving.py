@@ -27,6 +27,7 @@ __all__ = [
     "export",
     "load_model",
     "save_model",
+    "serve",
 ]
 
 
@@ -320,3 +321,37 @@ def export(model, path, overwrite=False):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def serve(path, x):
+    """Runs the `serve` endpoint of a SavedModel written by `export` on `x`.
+
+    Works under any Keras backend (TensorFlow must be installed: a SavedModel
+    is TensorFlow's format); a single output comes back as a NumPy array.
+
+    Args:
+        path: the SavedModel folder.
+        x: the input batch (one array).
+
+    Returns:
+        The endpoint's output as a NumPy array.
+
+    Example:
+
+    >>> import tempfile, os
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(
+    ...     1, kernel_initializer="ones")])
+    >>> folder = os.path.join(tempfile.mkdtemp(), "m")
+    >>> kh.saving.serve(kh.export(model, folder), np.float32([[1, 2]])).tolist()
+    [[3.0]]
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    # Keep the loaded object alive while its function runs: it owns the
+    # variables the function reads.
+    artifact = tf.saved_model.load(os.fspath(path))
+    outputs = artifact.serve(tf.constant(x))
+    if isinstance(outputs, dict):
+        outputs = next(iter(outputs.values()))
+    return np.asarray(outputs)
