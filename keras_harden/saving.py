@@ -21,6 +21,8 @@ import zipfile
 
 import keras
 
+from keras_harden._validation import check_bool
+
 __all__ = [
     "check_export_target",
     "check_save_target",
@@ -89,10 +91,7 @@ def _umask():
 
 
 def _check_overwrite(overwrite):
-    if not isinstance(overwrite, bool):
-        raise ValueError(
-            f"`overwrite` must be a bool. Received: overwrite={overwrite!r}"
-        )
+    check_bool("overwrite", overwrite)
 
 
 def check_save_target(path, overwrite=False):

@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 
+from keras_harden._validation import check_bool, check_int
 from keras_harden.diagnostics import _core
 from keras_harden.diagnostics.prescribe import harden
 from keras_harden.diagnostics.report import Report
@@ -243,20 +244,9 @@ def diagnose(
         Glorot and Bengio (AISTATS 2010), He et al., "Delving Deep into
         Rectifiers" (ICCV 2015): signal scale through depth.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"`steps` must be an int >= 1. Received: steps={steps!r}")
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}"
-        )
-    if not isinstance(prescribe, bool):
-        raise ValueError(
-            f"`prescribe` must be a bool. Received: prescribe={prescribe!r}"
-        )
+    check_int("steps", steps, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
+    check_bool("prescribe", prescribe)
     if prescribe and not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError(
             "`prescribe=True` needs `data` as an `(x, y)` pair of arrays (the "

@@ -7,6 +7,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_harden._validation import check_bool, check_int
 from keras_harden.diagnostics import _core
 
 __all__ = ["GradientMonitor"]
@@ -73,12 +74,8 @@ class GradientMonitor(keras.callbacks.Callback):
             raise ValueError(
                 f"`log_dir` must be a path or None. Received: log_dir={log_dir!r}"
             )
-        if not isinstance(per_layer, bool):
-            raise ValueError(
-                f"`per_layer` must be a bool. Received: per_layer={per_layer!r}"
-            )
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"`every` must be an int >= 1. Received: every={every!r}")
+        check_bool("per_layer", per_layer)
+        check_int("every", every, minimum=1)
         if data is not None and not (
             isinstance(data, (tuple, list)) and len(data) == 2
         ):

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
+from keras_harden._validation import check_int, check_number
 from keras_harden.diagnostics import _core
 
 __all__ = ["Prescription", "Trial", "harden"]
@@ -192,15 +193,9 @@ def _check(data, optimizer, batch_size, trial_steps, holdout):
             "`optimizer` must be a keras.optimizers.Optimizer (the one you would "
             f"compile with). Received: optimizer={optimizer!r}"
         )
-    for name, value in (("batch_size", batch_size), ("trial_steps", trial_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"`{name}` must be an integer >= 1. Received: {name}={value!r}"
-            )
-    if isinstance(holdout, bool) or not isinstance(holdout, float):
-        raise ValueError(f"`holdout` must be a float. Received: holdout={holdout!r}")
-    if not 0.0 < holdout < 1.0:
-        raise ValueError(f"`holdout` must be in (0, 1). Received: holdout={holdout!r}")
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("trial_steps", trial_steps, minimum=1)
+    check_number("holdout", holdout, low=0, high=1, low_open=True, high_open=True)
 
 
 def harden(

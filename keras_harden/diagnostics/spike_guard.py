@@ -6,6 +6,7 @@ import sys
 import keras
 import numpy as np
 
+from keras_harden._validation import check_int, check_number
 from keras_harden.diagnostics import _core
 
 __all__ = ["SpikeGuard"]
@@ -75,27 +76,15 @@ class SpikeGuard(keras.callbacks.Callback):
         verbose=1,
     ):
         super().__init__()
-        if not isinstance(threshold, (int, float)) or not threshold > 1:
-            raise ValueError(
-                f"`threshold` must be a number > 1. Received: threshold={threshold!r}"
-            )
+        check_number("threshold", threshold, low=1, low_open=True)
         for name, value in (
             ("patience", patience),
             ("max_rollbacks", max_rollbacks),
             ("warmup", warmup),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(
-                    f"`{name}` must be an int >= 0. Received: {name}={value!r}"
-                )
-        if not isinstance(lr_factor, (int, float)) or not 0 < lr_factor <= 1:
-            raise ValueError(
-                f"`lr_factor` must be in (0, 1]. Received: lr_factor={lr_factor!r}"
-            )
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(
-                f"`window` must be an int >= 1. Received: window={window!r}"
-            )
+            check_int(name, value, minimum=0)
+        check_number("lr_factor", lr_factor, low=0, high=1, low_open=True)
+        check_int("window", window, minimum=1)
         if verbose not in (0, 1):
             raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")
         self.threshold = float(threshold)

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_harden._validation import check_positive
 from keras_harden.initializers import _common
 
 __all__ = ["DeltaOrthogonal"]
@@ -59,11 +60,7 @@ class DeltaOrthogonal(keras.initializers.Initializer):
     """
 
     def __init__(self, gain=1.0, seed=None):
-        if not isinstance(gain, (int, float)) or isinstance(gain, bool) or gain <= 0:
-            raise ValueError(
-                f"`gain` must be a positive number. Received: gain={gain!r}"
-            )
-        self.gain = float(gain)
+        self.gain = check_positive("gain", gain)
         self.seed = _common.check_seed(seed, "DeltaOrthogonal")
 
     def __call__(self, shape, dtype=None):

@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_harden._validation import check_int
+
 __all__ = ["DepthScaled", "zero_init_layers"]
 
 
@@ -64,24 +66,9 @@ class DepthScaled(keras.initializers.Initializer):
     """
 
     def __init__(self, initializer="he_normal", num_blocks=1, layers_per_block=2):
-        if (
-            isinstance(num_blocks, bool)
-            or not isinstance(num_blocks, int)
-            or num_blocks < 1
-        ):
-            raise ValueError(
-                f"`num_blocks` must be an int >= 1. Received: num_blocks={num_blocks!r}"
-            )
-        if (
-            isinstance(layers_per_block, bool)
-            or not isinstance(layers_per_block, int)
-            or layers_per_block < 2
-        ):
-            raise ValueError(
-                "`layers_per_block` must be an int >= 2 (the Fixup exponent "
-                "-1 / (2 m - 2) is undefined for m = 1). "
-                f"Received: layers_per_block={layers_per_block!r}"
-            )
+        check_int("num_blocks", num_blocks, minimum=1)
+        # m >= 2: the Fixup exponent -1 / (2 m - 2) is undefined for m = 1.
+        check_int("layers_per_block", layers_per_block, minimum=2)
         try:
             base = keras.initializers.get(initializer)
         except ValueError as error:

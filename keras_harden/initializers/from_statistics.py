@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_harden._validation import check_number
 from keras_harden.initializers import _common
 
 __all__ = ["FromStatistics"]
@@ -22,13 +23,7 @@ def _check_stat(value, name):
                 f"finite numbers (one per output channel). Received: {name}={value!r}"
             )
         return [float(v) for v in array]
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise ValueError(
-            f"`{name}` must be a number or a list. Received: {name}={value!r}"
-        )
-    if not np.isfinite(value):
-        raise ValueError(f"`{name}` must be finite. Received: {name}={value!r}")
-    return float(value)
+    return check_number(name, value)
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")

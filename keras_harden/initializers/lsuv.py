@@ -5,6 +5,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
+from keras_harden._validation import check_int, check_positive
 from keras_harden.initializers import _common
 
 __all__ = ["lsuv", "LSUVLayerReport"]
@@ -149,15 +150,9 @@ def lsuv(
         raise ValueError(
             f"`model` must be a keras.Model. Received: model={type(model).__name__}"
         )
-    for name, value in (("target_std", target_std), ("tol", tol)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(
-                f"`{name}` must be a number > 0. Received: {name}={value!r}"
-            )
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(
-            f"`max_iter` must be an int >= 1. Received: max_iter={max_iter!r}"
-        )
+    check_positive("target_std", target_std)
+    check_positive("tol", tol)
+    check_int("max_iter", max_iter, minimum=1)
     seed = _common.check_seed(seed, "lsuv")
     x = _first_inputs(data)
     if not model.built:

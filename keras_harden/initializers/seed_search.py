@@ -6,6 +6,8 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
+from keras_harden._validation import check_int, check_positive
+
 __all__ = ["seed_search", "SeedSearchResult"]
 
 
@@ -141,10 +143,7 @@ def seed_search(
             f"Received: build_model={build_model!r}"
         )
     if seeds is None:
-        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-            raise ValueError(
-                f"`trials` must be an int >= 1. Received: trials={trials!r}"
-            )
+        check_int("trials", trials, minimum=1)
         seeds = list(range(trials))
     else:
         seeds = list(seeds)
@@ -154,24 +153,9 @@ def seed_search(
             raise ValueError(
                 f"`seeds` must be a non-empty list of ints. Received: seeds={seeds!r}"
             )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"`steps` must be an int >= 1. Received: steps={steps!r}")
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}"
-        )
-    if (
-        isinstance(max_growth, bool)
-        or not isinstance(max_growth, (int, float))
-        or max_growth <= 0
-    ):
-        raise ValueError(
-            f"`max_growth` must be a number > 0. Received: max_growth={max_growth!r}"
-        )
+    check_int("steps", steps, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
+    check_positive("max_growth", max_growth)
 
     batches = _batches(data, batch_size, steps)
     probe_x, probe_y = batches[0]

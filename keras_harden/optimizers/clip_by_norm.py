@@ -2,8 +2,9 @@
 
 import keras
 
+from keras_harden._validation import check_positive
 from keras_harden.optimizers import gradient_ops
-from keras_harden.optimizers.clip_rule import ClipRule, check_positive
+from keras_harden.optimizers.clip_rule import ClipRule
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")

@@ -113,24 +113,3 @@ class ClipRule:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
-
-
-def check_positive(name, value):
-    """Raises `ValueError` unless `value` is a real number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"`{name}` must be a number > 0. Received: {name}={value!r}")
-    return float(value)
-
-
-def check_optional_positive(name, value):
-    """`None` stays `None`; anything else must pass `check_positive`."""
-    return None if value is None else check_positive(name, value)
-
-
-def check_int(name, value, minimum):
-    """Raises `ValueError` unless `value` is an int (not a bool) >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
-        )
-    return value

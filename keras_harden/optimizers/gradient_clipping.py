@@ -2,10 +2,10 @@
 
 import keras
 
+from keras_harden._validation import check_positive
 from keras_harden.optimizers.clip_by_global_norm import ClipByGlobalNorm
 from keras_harden.optimizers.clip_by_norm import ClipByNorm
 from keras_harden.optimizers.clip_by_value import ClipByValue
-from keras_harden.optimizers.clip_rule import check_positive
 from keras_harden.optimizers.hardened import HardenedOptimizer
 
 # in the order they apply

@@ -27,6 +27,7 @@ import collections
 import keras
 from keras import ops
 
+from keras_harden._validation import check_bool, check_int
 from keras_harden.optimizers import gradient_ops
 from keras_harden.optimizers.clip_rule import ClipRule
 
@@ -224,20 +225,13 @@ class HardenedOptimizer(keras.optimizers.Optimizer):
             )
         inner_optimizer = _check_inner(inner_optimizer)
         rules = _check_rules(clip)
-        if not isinstance(skip_nonfinite, bool):
-            raise ValueError(
-                "`skip_nonfinite` must be a bool. "
-                f"Received: skip_nonfinite={skip_nonfinite!r}"
-            )
-        if max_consecutive_nonfinite is not None and (
-            isinstance(max_consecutive_nonfinite, bool)
-            or not isinstance(max_consecutive_nonfinite, int)
-            or max_consecutive_nonfinite < 1
-        ):
-            raise ValueError(
-                "`max_consecutive_nonfinite` must be None or an integer >= 1. "
-                f"Received: max_consecutive_nonfinite={max_consecutive_nonfinite!r}"
-            )
+        check_bool("skip_nonfinite", skip_nonfinite)
+        check_int(
+            "max_consecutive_nonfinite",
+            max_consecutive_nonfinite,
+            minimum=1,
+            optional=True,
+        )
         if inner_optimizer.gradient_accumulation_steps and inner_optimizer.built:
             raise ValueError(
                 "`inner_optimizer` with `gradient_accumulation_steps` must not be "

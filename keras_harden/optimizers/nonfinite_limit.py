@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_harden._validation import check_int
+
 
 class NonFiniteLimit(keras.callbacks.Callback):
     """Stops training with `NonFiniteGradientError` once the model's
@@ -30,11 +32,7 @@ class NonFiniteLimit(keras.callbacks.Callback):
 
     def __init__(self, every=1):
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(
-                f"`every` must be an integer >= 1. Received: every={every!r}"
-            )
-        self.every = every
+        self.every = check_int("every", every, minimum=1)
 
     def _hardened(self):
         optimizer = getattr(self.model, "optimizer", None)

@@ -3,13 +3,9 @@
 import keras
 from keras import ops
 
+from keras_harden._validation import check_int, check_number, check_positive
 from keras_harden.optimizers import gradient_ops
-from keras_harden.optimizers.clip_rule import (
-    ClipRule,
-    StateSpec,
-    check_int,
-    check_positive,
-)
+from keras_harden.optimizers.clip_rule import ClipRule, StateSpec
 
 
 def _tensor_norm(g):
@@ -62,13 +58,10 @@ class PerTensorEMAClip(ClipRule):
         super().__init__()
         self.abs_clip = check_positive("abs_clip", abs_clip)
         self.rel_clip = check_positive("rel_clip", rel_clip)
-        number = isinstance(beta, (int, float)) and not isinstance(beta, bool)
-        if not (number and 0 < beta < 1):
-            raise ValueError(
-                f"`beta` must be a number in (0, 1). Received: beta={beta!r}"
-            )
-        self.beta = float(beta)
-        self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
+        self.beta = check_number(
+            "beta", beta, low=0, high=1, low_open=True, high_open=True
+        )
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
 
     def state_spec(self, variables):
         # gamma 0 means "no non-zero norm seen yet"

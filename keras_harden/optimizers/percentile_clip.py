@@ -3,13 +3,9 @@
 import keras
 from keras import ops
 
+from keras_harden._validation import check_int, check_number, check_positive
 from keras_harden.optimizers import gradient_ops
-from keras_harden.optimizers.clip_rule import (
-    ClipRule,
-    StateSpec,
-    check_int,
-    check_optional_positive,
-)
+from keras_harden.optimizers.clip_rule import ClipRule, StateSpec
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -55,19 +51,12 @@ class PercentileClip(ClipRule):
 
     def __init__(self, percentile=10.0, history=1000, max_weight_ratio=None):
         super().__init__()
-        if (
-            isinstance(percentile, bool)
-            or not isinstance(percentile, (int, float))
-            or not 0 < percentile <= 100
-        ):
-            raise ValueError(
-                "`percentile` must be a number in (0, 100]. "
-                f"Received: percentile={percentile!r}"
-            )
-        self.percentile = float(percentile)
-        self.history = check_int("history", history, 1)
-        self.max_weight_ratio = check_optional_positive(
-            "max_weight_ratio", max_weight_ratio
+        self.percentile = check_number(
+            "percentile", percentile, low=0, high=100, low_open=True
+        )
+        self.history = check_int("history", history, minimum=1)
+        self.max_weight_ratio = check_positive(
+            "max_weight_ratio", max_weight_ratio, optional=True
         )
 
     state_prefix = "autoclip"

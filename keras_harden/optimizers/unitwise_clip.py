@@ -5,8 +5,9 @@ import warnings
 
 import keras
 
+from keras_harden._validation import check_positive
 from keras_harden.optimizers import gradient_ops
-from keras_harden.optimizers.clip_rule import ClipRule, check_positive
+from keras_harden.optimizers.clip_rule import ClipRule
 
 
 def _patterns(name, value):

@@ -3,14 +3,9 @@
 import keras
 from keras import ops
 
+from keras_harden._validation import check_int, check_number, check_positive
 from keras_harden.optimizers import gradient_ops
-from keras_harden.optimizers.clip_rule import (
-    ClipRule,
-    StateSpec,
-    check_int,
-    check_optional_positive,
-    check_positive,
-)
+from keras_harden.optimizers.clip_rule import ClipRule, StateSpec
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
@@ -66,20 +61,14 @@ class ZScoreClip(ClipRule):
         max_weight_ratio=None,
     ):
         super().__init__()
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, (int, float))
-            or not (0 < alpha < 1)
-        ):
-            raise ValueError(
-                f"`alpha` must be a number in (0, 1). Received: alpha={alpha!r}"
-            )
-        self.alpha = float(alpha)
+        self.alpha = check_number(
+            "alpha", alpha, low=0, high=1, low_open=True, high_open=True
+        )
         self.z_threshold = check_positive("z_threshold", z_threshold)
-        self.warmup_steps = check_int("warmup_steps", warmup_steps, 1)
-        self.max_norm = check_optional_positive("max_norm", max_norm)
-        self.max_weight_ratio = check_optional_positive(
-            "max_weight_ratio", max_weight_ratio
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=1)
+        self.max_norm = check_positive("max_norm", max_norm, optional=True)
+        self.max_weight_ratio = check_positive(
+            "max_weight_ratio", max_weight_ratio, optional=True
         )
 
     state_prefix = "zclip"
