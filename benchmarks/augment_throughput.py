@@ -4,7 +4,9 @@
 (`num_parallel_calls=AUTOTUNE`), a cached batch repeated so that nothing but
 the augmentation is measured. Variants run interleaved in rounds (the order
 rotated each round); each figure is the median over the rounds, ratios are
-against the baseline of the same run.
+against the baseline of the same run, with the range of the per-round ratios
+(each variant against the baseline timed in the same round, so the load of the
+moment cancels).
 
 Two comparisons:
 
@@ -49,16 +51,25 @@ def make_batch(batch_size, size, seed=0):
     return tf.clip_by_value(images, 0.0, 255.0)
 
 
+WARMUP = 4  # batches before the clock starts: iterator start-up, autotuning
+
+
 def throughput(fn, batch, steps):
-    ds = tf.data.Dataset.from_tensors(batch).repeat(steps + 2)
+    """Images per second after the warm-up, and the start-up: seconds from
+    building the map (tracing) to the first batch."""
+    start = time.perf_counter()
+    ds = tf.data.Dataset.from_tensors(batch).repeat(steps + WARMUP)
     ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
     iterator = iter(ds)
-    next(iterator), next(iterator)  # trace and warm up
+    next(iterator)
+    startup = time.perf_counter() - start
+    for _ in range(WARMUP - 1):
+        next(iterator)
     start = time.perf_counter()
     for _ in range(steps):
         next(iterator)
     elapsed = time.perf_counter() - start
-    return steps * int(batch.shape[0]) / elapsed
+    return steps * int(batch.shape[0]) / elapsed, startup
 
 
 def randaugment_variants():
@@ -100,19 +111,30 @@ def light_variants(size):
 
 def run(title, variants, baseline, batch, steps, rounds):
     samples = {name: [] for name in variants}
+    startups = {name: [] for name in variants}
     names = list(variants)
     for r in range(rounds):
         # Rotate the order each round: no variant always runs first.
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            samples[name].append(throughput(variants[name], batch, steps))
+            rate, startup = throughput(variants[name], batch, steps)
+            samples[name].append(rate)
+            startups[name].append(startup)
     print(f"\n{title}")
-    print(f"{'variant':45s} {'images/s (median)':>18s} {'min-max':>15s} {'ratio':>7s}")
-    base = statistics.median(samples[baseline])
+    header = f"{'variant':45s} {'images/s (median)':>18s} {'min-max':>12s}"
+    print(f"{header} {'ratio per round: median (min-max)':>34s} {'start-up s':>11s}")
     for name, values in samples.items():
         median = statistics.median(values)
         spread = f"{min(values):.0f}-{max(values):.0f}"
-        print(f"{name:45s} {median:18.0f} {spread:>15s} {median / base:7.2f}")
-    return {name: statistics.median(v) for name, v in samples.items()}
+        ratios = ratio_summary(values, samples[baseline])
+        startup = statistics.median(startups[name])
+        print(f"{name:45s} {median:18.0f} {spread:>12s} {ratios:>34s} {startup:11.2f}")
+    return samples
+
+
+def ratio_summary(values, baseline):
+    ratios = [v / b for v, b in zip(values, baseline, strict=True)]
+    low, high = min(ratios), max(ratios)
+    return f"{statistics.median(ratios):.2f} ({low:.2f}-{high:.2f})"
 
 
 def digits_accuracy(epochs, seeds):
@@ -162,7 +184,7 @@ def digits_accuracy(epochs, seeds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=8, help="batches per timing")
+    parser.add_argument("--steps", type=int, default=24, help="batches per timing")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--skip-throughput", action="store_true")
@@ -176,6 +198,7 @@ def main():
         return
     print(f"keras {keras.__version__}, tensorflow {tf.__version__}, backend ")
     print(f"{keras.backend.backend()}; {args.rounds} rounds of {args.steps} batches")
+    print(f"after {WARMUP} warm-up batches per timing")
     batch = make_batch(args.batch_size, args.size)
 
     ra = run(
@@ -188,7 +211,8 @@ def main():
     )
     ours = ra["keras_harden.augment.RandAugment"]
     if "keras_cv.layers.RandAugment" in ra:
-        print(f"ours / keras-cv: {ours / ra['keras_cv.layers.RandAugment']:.2f}")
+        ratios = ratio_summary(ours, ra["keras_cv.layers.RandAugment"])
+        print(f"ours / keras-cv per round: {ratios}")
     run(
         "Light preset (ratio vs the same layers by hand)",
         light_variants(args.size),

@@ -29,8 +29,9 @@ import keras
 # Keras 3.15) and a private backend switcher
 # (`keras.src.utils.backend_utils.DynamicBackend`); Keras exports neither. We
 # reach the same TensorFlow backend module ourselves: `TENSORFLOW_BACKEND` is
-# the one private name the package uses, and a test checks that it still
-# provides every function we call.
+# the one private name the package uses (with `keras.random.SeedGenerator`'s
+# undocumented `backend` argument, for a TensorFlow generator), and a test
+# checks that both still provide what we call.
 
 TENSORFLOW_BACKEND = "keras.src.backend.tensorflow"
 
@@ -306,9 +307,9 @@ class RandomLayer(ImageLayer):
     def get_random_transformation(self, data, training=True, seed=None):
         if not training:
             return None
-        return self.draw(batch_images(data), self._seed(seed))
+        return self._draw(batch_images(data), self._seed(seed))
 
-    def draw(self, images, seed):
+    def _draw(self, images, seed):
         """The draws for the batch `images` from `seed`, as a dict of
         tensors."""
         raise NotImplementedError
@@ -316,9 +317,9 @@ class RandomLayer(ImageLayer):
     def transform_images(self, images, transformation, training=True):
         if not training or transformation is None:
             return images
-        return self.apply(images, transformation)
+        return self._apply(images, transformation)
 
-    def apply(self, images, transformation):
+    def _apply(self, images, transformation):
         """`transform_images` in training mode."""
         raise NotImplementedError
 
@@ -343,19 +344,19 @@ class RandomLayer(ImageLayer):
 
 
 class AugmentLayer(RandomLayer):
-    """Base of the image operations: `apply` maps images to the unit range,
-    calls `self.apply_unit(unit_images, transformation)` and maps the result
+    """Base of the image operations: `_apply` maps images to the unit range,
+    calls `self._apply_unit(unit_images, transformation)` and maps the result
     back to the input's range and dtype."""
 
     def __init__(self, value_range=(0, 255), seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         self.value_range = check_value_range(value_range)
 
-    def apply(self, images, transformation):
-        out = self.apply_unit(to_unit(images, self.value_range), transformation)
+    def _apply(self, images, transformation):
+        out = self._apply_unit(to_unit(images, self.value_range), transformation)
         return from_unit(out, self.value_range, images.dtype)
 
-    def apply_unit(self, images, transformation):
+    def _apply_unit(self, images, transformation):
         raise NotImplementedError
 
     def get_config(self):

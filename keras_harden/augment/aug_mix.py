@@ -120,7 +120,7 @@ class AugMix(AugmentLayer):
             list(BASE_OPS) + (list(EXTRA_OPS) if all_ops else []) + ["identity"]
         )
 
-    def draw(self, images, seed):
+    def _draw(self, images, seed):
         """`{"operations": (N, num_chains, max depth) int32 indices into the
         operation list (steps past a chain's depth hold the padding
         identity), "strengths": (N, num_chains, max depth) signed strengths,
@@ -150,7 +150,7 @@ class AugMix(AugmentLayer):
             "original_weight": original,
         }
 
-    def apply_unit(self, images, transformation):
+    def _apply_unit(self, images, transformation):
         # x_aug = m x + (1 - m) sum_c w_c chain_c(x)
         choice, strength = transformation["operations"], transformation["strengths"]
         weights = transformation["chain_weights"]

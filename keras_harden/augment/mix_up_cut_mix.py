@@ -126,7 +126,7 @@ class MixUpCutMix(RandomLayer):
             return None
         return super().get_random_transformation(data, training, seed)
 
-    def draw(self, images, seed):
+    def _draw(self, images, seed):
         n = ops.shape(images)[0]
         partners = random.shuffle(ops.arange(n), seed=seed)
         draws = random.uniform((n, 4), seed=seed)
@@ -158,7 +158,7 @@ class MixUpCutMix(RandomLayer):
             "boxes": ops.stack([y0, x0, y1, x1], axis=1),
         }
 
-    def apply(self, images, transformation):
+    def _apply(self, images, transformation):
         # MixUp: w x + (1 - w) x_partner; CutMix: the partner's pixels in the
         # box, the image's own elsewhere.
         x = ops.cast(images, "float32")

@@ -93,7 +93,7 @@ class RandAugment(AugmentLayer):
         self.operations = check_operations(operations)
         self._names = self.operations or list(aug_ops.TRANSFORMS)
 
-    def draw(self, images, seed):
+    def _draw(self, images, seed):
         """`{"operations": (N, num_ops) int32 indices into the operation list,
         "strengths": (N, num_ops) signed strengths}`."""
         # One draw for every slot: operation, sign (and the magnitude spread).
@@ -109,7 +109,7 @@ class RandAugment(AugmentLayer):
         strength = signed_strengths(self._names, choice, magnitude, draws[..., 1])
         return {"operations": choice, "strengths": strength}
 
-    def apply_unit(self, images, transformation):
+    def _apply_unit(self, images, transformation):
         choice, strength = transformation["operations"], transformation["strengths"]
         for slot in range(self.num_ops):
             images = aug_ops.apply_transforms(

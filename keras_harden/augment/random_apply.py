@@ -16,10 +16,11 @@ from keras_harden.augment._layer import (
 class RandomApply(RandomLayer):
     """Applies `layer` to each image with probability `rate`, per image.
 
-    On the TensorFlow backend the layer runs only on the images drawn (the
-    batch is split, the layer applied to its part, and the batch put back in
-    order); on other backends the layer runs on the whole batch and each
-    image keeps the layer's output or its own. The layer must keep the image
+    On TensorFlow (the backend, or inside `tf.data` under any backend) the
+    layer runs only on the images drawn (the batch is split, the layer
+    applied to its part, and the batch put back in order); on other backends
+    the layer runs on the whole batch and each image keeps the layer's output
+    or its own. The layer must keep the image
     shape; its output is cast back to the input dtype. Inactive with
     `training=False` (`predict`, `evaluate`, `keras_harden.export`).
 
@@ -53,13 +54,13 @@ class RandomApply(RandomLayer):
         self.layer = layer
         self.rate = check_probability("rate", rate)
 
-    def draw(self, images, seed):
+    def _draw(self, images, seed):
         """`{"applied": (N,) bool, whether each image goes through the
         layer}`."""
         draws = random.uniform((ops.shape(images)[0],), seed=seed)
         return {"applied": draws < self.rate}
 
-    def apply(self, images, transformation):
+    def _apply(self, images, transformation):
         dtype = images.dtype
         chosen = ops.cast(transformation["applied"], "int32")
         return aug_ops.apply_layers(

@@ -18,9 +18,10 @@ class RandomChoice(RandomLayer):
     """Applies one of `layers` to each image, chosen per image.
 
     Each image draws one layer (uniformly, or with probabilities proportional
-    to `weights`). On the TensorFlow backend the batch is split by choice and
-    each layer runs only on the images that chose it; on other backends every
-    layer runs on the whole batch and each image keeps its own layer's output.
+    to `weights`). On TensorFlow (the backend, or inside `tf.data` under any
+    backend) the batch is split by choice and each layer runs only on the
+    images that chose it; on other backends every layer runs on the whole
+    batch and each image keeps its own layer's output.
     The layers must keep the image shape; outputs are cast back to the input
     dtype. Inactive (the input comes back) with `training=False`, so inside a
     model it is off in `predict`, `evaluate` and `keras_harden.export`.
@@ -69,7 +70,7 @@ class RandomChoice(RandomLayer):
         self.choice_layers = list(layers)
         self.weights_ = weights
 
-    def draw(self, images, seed):
+    def _draw(self, images, seed):
         """`{"choices": (N,) int32 index of each image's layer}`."""
         n = len(self.choice_layers)
         if self.weights_ is None:
@@ -82,7 +83,7 @@ class RandomChoice(RandomLayer):
         )
         return {"choices": choice[:, 0]}
 
-    def apply(self, images, transformation):
+    def _apply(self, images, transformation):
         fns = [_bind(layer, images.dtype) for layer in self.choice_layers]
         return aug_ops.apply_layers(fns, transformation["choices"], images)
 

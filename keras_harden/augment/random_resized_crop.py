@@ -138,7 +138,7 @@ class RandomResizedCrop(AugmentLayer):
 
     def transform_images(self, images, transformation, training=True):
         if training and transformation is not None:
-            return self.apply(images, transformation)
+            return self._apply(images, transformation)
         height, width = self._target(images)
         if (height, width) == tuple(images.shape[1:3]):
             return images
@@ -147,7 +147,7 @@ class RandomResizedCrop(AugmentLayer):
         )
         return cast_like(ops.clip(out, *self.value_range), images.dtype)
 
-    def draw(self, images, seed):
+    def _draw(self, images, seed):
         """`{"boxes": (N, 4) crop boxes (top, left, height, width) in
         pixels}`."""
         in_h, in_w = float(images.shape[1]), float(images.shape[2])
@@ -175,7 +175,7 @@ class RandomResizedCrop(AugmentLayer):
         x0 = offsets[:, 1] * (in_w - box_w)
         return {"boxes": ops.stack([y0, x0, box_h, box_w], axis=1)}
 
-    def apply_unit(self, images, transformation):
+    def _apply_unit(self, images, transformation):
         height, width = self._target(images)
         out = crop_and_resize(images, transformation["boxes"], height, width)
         return ops.clip(out, 0.0, 1.0)

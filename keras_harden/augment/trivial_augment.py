@@ -54,7 +54,7 @@ class TrivialAugment(AugmentLayer):
         self.operations = check_operations(operations)
         self._names = self.operations or list(aug_ops.TRANSFORMS)
 
-    def draw(self, images, seed):
+    def _draw(self, images, seed):
         """`{"operations": (N,) int32 indices into the operation list,
         "strengths": (N,) signed strengths}`."""
         draws = random.uniform((ops.shape(images)[0], 3), seed=seed)
@@ -62,7 +62,7 @@ class TrivialAugment(AugmentLayer):
         strength = signed_strengths(self._names, choice, draws[:, 1], draws[:, 2])
         return {"operations": choice, "strengths": strength}
 
-    def apply_unit(self, images, transformation):
+    def _apply_unit(self, images, transformation):
         return aug_ops.apply_transforms(
             self._names,
             transformation["operations"],
