@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 
+from keras_harden._batches import iterate_batches
 from keras_harden._validation import check_bool, check_int
 from keras_harden.diagnostics import _core
 from keras_harden.diagnostics.prescribe import harden
@@ -53,44 +54,6 @@ _ADVICE = {
         "(`kh.optimizers.AdaptiveGradientClipping`) is cheap insurance.",
     ],
 }
-
-
-def _batches(data, steps, batch_size):
-    """Up to `steps` `(x, y)` batches from arrays or an iterable of batches."""
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-        n = len(x)
-        if n == 0:
-            raise ValueError("`data` must hold at least one example. Received: 0")
-        out = []
-        for i in range(steps):
-            start = (i * batch_size) % n
-            idx = np.arange(start, start + batch_size) % n if n > batch_size else None
-            if idx is None:
-                out.append((x, y))
-            else:
-                out.append((np.take(x, idx, axis=0), np.take(y, idx, axis=0)))
-        return out
-    out = []
-    try:
-        iterator = iter(data)
-    except TypeError:
-        raise ValueError(
-            "`data` must be an `(x, y)` tuple of arrays or an iterable of "
-            f"`(x, y)` batches. Received: data={type(data).__name__}"
-        ) from None
-    for batch in iterator:
-        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-            raise ValueError(
-                "`data` must yield `(x, y)` batches. "
-                f"Received: batch={type(batch).__name__}"
-            )
-        out.append((batch[0], batch[1]))
-        if len(out) == steps:
-            break
-    if not out:
-        raise ValueError("`data` yielded no batches. Received: data=empty")
-    return out
 
 
 def _tap(model):
@@ -253,7 +216,9 @@ def diagnose(
             f"trials split it). Received: data={type(data).__name__}"
         )
     _check_visible(model)
-    batches = _batches(data, steps, batch_size)
+    batches = list(
+        iterate_batches(data, batch_size, steps, cycle=True, labels=True)
+    )
     variables = list(model.variables)
     saved = _core.to_numpy(variables)
     try:

@@ -4,6 +4,8 @@ finding batch-norm layers, cloning with weights, iterating over data."""
 import keras
 import numpy as np
 
+from keras_harden._batches import iterate_batches
+
 __all__ = []
 
 
@@ -119,48 +121,6 @@ def rename(model, name):
 
 def first_leaf(x):
     return keras.tree.flatten(x)[0]
-
-
-def split_batch(batch):
-    """`(x, y)` from a batch that is `x`, `(x,)`, `(x, y)` or `(x, y, w)`."""
-    if isinstance(batch, tuple):
-        if len(batch) == 1:
-            return batch[0], None
-        return batch[0], batch[1]
-    return batch, None
-
-
-def iterate_batches(data, batch_size=32, steps=None, name="data"):
-    """Yields `(x, y)` batches (y may be None) from arrays, an `(x, y)` tuple,
-    a `tf.data.Dataset` or any iterable of batches, at most `steps` of them."""
-    if data is None:
-        raise ValueError(f"`{name}` must not be None. Received: {name}=None")
-    if isinstance(data, (np.ndarray, list, dict)) or hasattr(data, "shape"):
-        # arrays; a list or dict is the inputs of a multi-input model
-        batches = _array_batches(data, None, batch_size)
-    elif isinstance(data, tuple):
-        x, y = split_batch(data)
-        batches = _array_batches(x, y, batch_size)
-    else:
-        try:
-            batches = (split_batch(batch) for batch in data)
-        except TypeError:
-            raise ValueError(
-                f"`{name}` must be arrays, an (x, y) tuple, a tf.data.Dataset or "
-                f"an iterable of batches. Received: {name}={data!r}"
-            ) from None
-    for step, batch in enumerate(batches):
-        if steps is not None and step >= steps:
-            return
-        yield batch
-
-
-def _array_batches(x, y, batch_size):
-    n = int(first_leaf(x).shape[0])
-    for start in range(0, n, batch_size):
-        part = slice(start, start + batch_size)
-        xb = keras.tree.map_structure(lambda a, part=part: a[part], x)
-        yield xb, (None if y is None else y[part])
 
 
 def predict_with_labels(model, data, batch_size=128):

@@ -5,6 +5,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
+from keras_harden._batches import first_inputs
 from keras_harden._validation import check_int, check_positive
 from keras_harden.initializers import _common
 
@@ -25,23 +26,6 @@ class LSUVLayerReport(NamedTuple):
     """The standard deviation measured last (after the last rescaling)."""
     converged: bool
     """Whether `abs(std - target_std) <= tol`."""
-
-
-def _first_inputs(data):
-    """The model inputs of `data`: arrays as given, `x` of an `(x, y)` pair, or
-    the first batch of an iterable such as a `tf.data.Dataset`."""
-    if isinstance(data, (np.ndarray, dict)) or hasattr(data, "shape"):
-        return data
-    if isinstance(data, (tuple, list)):
-        return data[0]
-    try:
-        batch = next(iter(data))
-    except (TypeError, StopIteration) as error:
-        raise ValueError(
-            "`data` must be an array, an `(x, y)` pair or an iterable of batches. "
-            f"Received: data={type(data).__name__}"
-        ) from error
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
 def _targets(layer):
@@ -154,7 +138,7 @@ def lsuv(
     check_positive("tol", tol)
     check_int("max_iter", max_iter, minimum=1)
     seed = _common.check_seed(seed, "lsuv")
-    x = _first_inputs(data)
+    x = first_inputs(data)
     if not model.built:
         model(x)
     try:

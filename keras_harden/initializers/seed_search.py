@@ -6,6 +6,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
+from keras_harden._batches import iterate_batches
 from keras_harden._validation import check_int, check_positive
 
 __all__ = ["seed_search", "SeedSearchResult"]
@@ -34,36 +35,6 @@ class SeedSearchResult(NamedTuple):
                 f"{row['eligible']}"
             )
         return "\n".join(lines)
-
-
-def _batches(data, batch_size, steps):
-    """`steps` `(x, y)` batches: slices of a fixed shuffle of an `(x, y)` pair
-    of arrays (cycled), or the first `steps` batches of an iterable (cycled)."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
-        x, y = np.asarray(data[0]), np.asarray(data[1])
-        order = np.random.default_rng(0).permutation(len(x))
-        out = []
-        for step in range(steps):
-            idx = np.take(
-                order, range(step * batch_size, (step + 1) * batch_size), mode="wrap"
-            )
-            out.append((x[idx], y[idx]))
-        return out
-    try:
-        iterator = iter(data)
-    except TypeError as error:
-        raise ValueError(
-            "`data` must be an `(x, y)` pair of arrays or an iterable of `(x, y)` "
-            f"batches. Received: data={type(data).__name__}"
-        ) from error
-    out = []
-    for batch in iterator:
-        out.append((batch[0], batch[1]))
-        if len(out) == steps:
-            break
-    if not out:
-        raise ValueError("`data` must yield at least one batch. Received: data=<empty>")
-    return [out[i % len(out)] for i in range(steps)]
 
 
 def _grad_norm_and_loss(model, x, y):
@@ -157,7 +128,15 @@ def seed_search(
     check_int("batch_size", batch_size, minimum=1)
     check_positive("max_growth", max_growth)
 
-    batches = _batches(data, batch_size, steps)
+    if isinstance(data, tuple):  # arrays: batches of one fixed shuffle
+        order = np.random.default_rng(0).permutation(len(data[0]))
+    else:
+        order = None
+    batches = list(
+        iterate_batches(
+            data, batch_size, steps, order=order, cycle=True, labels=True
+        )
+    )
     probe_x, probe_y = batches[0]
     table, best, best_key = [], None, None
     for seed in seeds:

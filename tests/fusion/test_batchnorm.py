@@ -120,7 +120,7 @@ def test_model_without_batchnorm_is_returned_unchanged():
     [
         ({"steps": 0}, "steps=0"),
         ({"batch_size": 0}, "batch_size=0"),
-        ({"data": X[:0]}, "no examples"),
+        ({"data": X[:0]}, "at least one example"),
         ({"data": None}, "data=None"),
     ],
 )
