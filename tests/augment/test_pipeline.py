@@ -148,3 +148,24 @@ def test_labels_pass_through_eagerly_and_symbolically():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(labels), y)
     spec = aug(keras.Input((16, 16, 3)), keras.Input((), dtype="int64"))
     assert [tuple(t.shape) for t in spec] == [(None, 8, 8, 3), (None,)]
+
+
+@pytest.mark.tf_only
+def test_composing_adds_no_op_to_the_graph():
+    # In tf.data (and in a compiled model) the preset traces to exactly the
+    # operations of its two layers called by hand: composition costs nothing
+    # at run time.
+    import collections
+
+    import tensorflow as tf
+
+    preset = kh.augment.pipeline("light", seed=1)
+    flip = keras.layers.RandomFlip("horizontal", seed=1)
+    crop = kh.augment.RandomResizedCrop(scale=(0.25, 1.0), seed=2)
+    spec = tf.TensorSpec((None, 16, 16, 3), tf.float32)
+
+    def operations(fn):
+        graph = tf.function(fn).get_concrete_function(spec).graph
+        return collections.Counter(op.type for op in graph.get_operations())
+
+    assert operations(preset) == operations(lambda x: crop(flip(x)))
