@@ -3,9 +3,13 @@
     keras-harden demo [--out saved_models/] [--quick]
     keras-harden diagnose MODEL.keras --data digits|DIR [--steps N] [--plot PNG]
                  [--prescribe]
-    keras-harden fuse A.keras B.keras ... --method uniform|greedy|ensemble
+    keras-harden fuse A.keras B.keras ... --method uniform|greedy|ensemble|align
                  [--data digits|DIR] [--metric accuracy|crossentropy] -o OUT.keras
                  [--overwrite]
+    keras-harden fuse TUNE.keras ... --base BASE.keras
+                 --method task_arithmetic|ties|dare|dare_ties|slerp
+                 [--scaling S] [--density D] [--drop-rate P] [--seed N] [--t T]
+                 [--data digits|DIR] -o OUT.keras [--overwrite]
     keras-harden export MODEL.keras OUT_DIR [--overwrite]
 
 Nothing is written over by surprise: an existing output needs `--overwrite`,
@@ -162,6 +166,9 @@ def _cmd_diagnose(args):
 
 # -- fuse ----------------------------------------------------------------------
 
+_MERGE_METHODS = ("task_arithmetic", "ties", "dare", "dare_ties", "slerp")
+_MERGE_OPTIONS = ("scaling", "density", "drop_rate", "seed", "t")
+
 
 def _cmd_fuse(args):
     import keras
@@ -171,9 +178,21 @@ def _cmd_fuse(args):
     if not args.output.endswith(".keras"):
         raise CommandError(f"-o must name a .keras file; got {args.output!r}")
     _check_target(kh.saving.check_save_target, args.output, args.overwrite)
-    if len(args.models) < 2:
+    merging = args.method in _MERGE_METHODS
+    if merging and not args.base:
+        raise CommandError(
+            f"--method {args.method} merges fine-tunes of one base: give the "
+            "base with --base BASE.keras"
+        )
+    if args.base and not merging:
+        raise CommandError(f"--base applies to task-vector methods, not {args.method}")
+    for option in _MERGE_OPTIONS:
+        if getattr(args, option) is not None and not merging:
+            flag = "--" + option.replace("_", "-")
+            raise CommandError(f"{flag} applies to task-vector methods only")
+    if len(args.models) < (1 if merging else 2):
         raise CommandError("fuse needs at least two models")
-    for path in args.models:
+    for path in args.models + ([args.base] if args.base else []):
         _check_file(path)
     if args.method == "greedy" and not args.data:
         raise CommandError("--method greedy needs --data (held-out images to score)")
@@ -188,6 +207,27 @@ def _cmd_fuse(args):
     if args.method == "uniform":
         fused = kh.fusion.average_weights(models, recalibrate=recalibrate)
         detail = f"uniform soup of {len(models)} models"
+    elif args.method == "align":
+        # activation matching and REPAIR need inputs; without --data the
+        # models are aligned by their weights and averaged as they are
+        fused = kh.fusion.average_weights(
+            models, align=True, align_data=recalibrate, repair=recalibrate
+        )
+        how = "activations" if data is not None else "weights"
+        detail = f"average of {len(models)} models aligned by {how}"
+        if data is not None:
+            detail += ", repaired on --data"
+    elif merging:
+        base = _load(args.base)
+        options = {
+            name: getattr(args, name)
+            for name in _MERGE_OPTIONS
+            if getattr(args, name) is not None
+        }
+        fused = kh.fusion.merge(
+            base, models, args.method, recalibrate=recalibrate, **options
+        )
+        detail = f"{args.method} merge of {len(models)} fine-tunes of {args.base}"
     elif args.method == "greedy":
         if args.metric == "crossentropy":
             metric = keras.metrics.SparseCategoricalCrossentropy(
@@ -328,11 +368,31 @@ def _parser():
     )
     diagnose.set_defaults(func=_cmd_diagnose)
 
-    fuse = sub.add_parser("fuse", help="merge models into one")
-    fuse.add_argument("models", nargs="+", help="two or more .keras files")
-    fuse.add_argument(
-        "--method", choices=("uniform", "greedy", "ensemble"), default="greedy"
+    fuse = sub.add_parser(
+        "fuse",
+        help="merge models into one",
+        description="Which method when: docs/fusion.md. Shared start (fine-tunes "
+        "of one model): uniform, greedy, or a task-vector method with --base. "
+        "Different starts: align (or ensemble, at k times the cost).",
     )
+    fuse.add_argument(
+        "models",
+        nargs="+",
+        help="two or more .keras files (the fine-tunes, with --base)",
+    )
+    fuse.add_argument(
+        "--method",
+        choices=("uniform", "greedy", "ensemble", "align", *_MERGE_METHODS),
+        default="greedy",
+    )
+    fuse.add_argument(
+        "--base", help="the model the fine-tunes started from (task-vector methods)"
+    )
+    fuse.add_argument("--scaling", type=float, help="task-vector scaling")
+    fuse.add_argument("--density", type=float, help="share of entries TIES keeps")
+    fuse.add_argument("--drop-rate", type=float, help="share of entries DARE drops")
+    fuse.add_argument("--seed", type=int, help="DARE's random seed")
+    fuse.add_argument("--t", type=float, help="SLERP's position between two tunes")
     fuse.add_argument(
         "--data",
         help="'digits' or a folder of held-out images: scores the models and "

@@ -153,9 +153,9 @@ def test_fuse_writes_a_loadable_model(models, tmp_path, capsys, method, digits):
 
 @pytest.fixture(scope="module")
 def bn_models(tmp_path_factory, digits):
-    """Three fine-tunes of one start with a batch-norm layer whose moving
-    statistics lag (momentum 0.99), and two nets of that shape trained from
-    other random starts."""
+    """Three fine-tunes of one start (saved as the base) with a batch-norm
+    layer whose moving statistics lag (momentum 0.99), and two nets of that
+    shape trained from other random starts."""
     (x, y), _ = digits
     folder = tmp_path_factory.mktemp("bn_models")
 
@@ -174,6 +174,7 @@ def bn_models(tmp_path_factory, digits):
     keras.utils.set_random_seed(0)
     start = train(net(), 0, epochs=2)
     paths = {"tunes": [], "strangers": []}
+    paths["base"] = kh.save_model(start, folder / "base.keras")
     for seed in (1, 2, 3):
         tune = net()
         tune.set_weights(start.get_weights())
@@ -225,6 +226,69 @@ def test_fuse_scores_inputs_after_the_same_recalibration(bn_models, tmp_path, ca
     assert lines[3].startswith("greedy soup by held-out accuracy")
     assert lines[3].endswith("after the same recalibration")
     assert "(batch-norm recalibration alone: " in lines[4]
+
+
+def _assert_same_weights(a, b):
+    for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_fuse_merges_fine_tunes_through_their_task_vectors(
+    bn_models, tmp_path, capsys, digits
+):
+    # the file the command writes is what kh.fusion.merge gives in Python
+    _, (xt, _) = digits
+    out = tmp_path / "ties.keras"
+    tunes = bn_models["tunes"]
+    args = ["fuse", *tunes, "--base", bn_models["base"], "--method", "ties"]
+    args += ["--density", "0.5", "--data", "digits", "-o", out]
+    assert main([str(a) for a in args]) == 0
+    text = capsys.readouterr().out
+    assert f"ties merge of 3 fine-tunes of {bn_models['base']}" in text
+    expected = kh.fusion.merge(
+        kh.load_model(bn_models["base"]),
+        [kh.load_model(p) for p in tunes],
+        "ties",
+        density=0.5,
+        recalibrate=xt,
+    )
+    _assert_same_weights(kh.load_model(out), expected)
+
+
+def test_fuse_aligns_models_from_different_starts(bn_models, tmp_path, capsys, digits):
+    _, (xt, _) = digits
+    out = tmp_path / "aligned.keras"
+    strangers = bn_models["strangers"]
+    args = ["fuse", *strangers, "--method", "align", "--data", "digits", "-o", out]
+    assert main([str(a) for a in args]) == 0
+    captured = capsys.readouterr()
+    assert "average of 2 models aligned by activations, repaired on --data" in (
+        captured.out
+    )
+    assert "warning" not in captured.err  # aligned: no shared-start warning
+    expected = kh.fusion.average_weights(
+        [kh.load_model(p) for p in strangers], align=True, align_data=xt, repair=xt
+    )
+    _assert_same_weights(kh.load_model(out), expected)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--method", "ties"], "--method ties merges fine-tunes of one base"),
+        (["--method", "uniform", "--density", "0.5"], "--density applies to"),
+        (["--method", "uniform", "--base", "x.keras"], "--base applies to"),
+        (["--method", "dare", "--base", "BASE", "--density", "0.5"], "density"),
+    ],
+)
+def test_fuse_merge_errors_are_one_line(bn_models, tmp_path, capsys, extra, message):
+    out = tmp_path / "never.keras"
+    extra = [bn_models["base"] if a == "BASE" else a for a in extra]
+    args = ["fuse", *bn_models["tunes"][:2], *extra, "-o", out]
+    assert main([str(a) for a in args]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
 
 
 def test_uniform_fuse_of_models_from_different_starts_warns(
