@@ -420,14 +420,90 @@ def _median(runs, key):
     return statistics.median(values) if values else math.nan
 
 
+def cell_from_runs(runs_by_value):
+    """A cell's record from its runs (`{None: runs}`, or a grid's
+    `{value: runs}`): for a grid, every value's runs and the value that won
+    on median validation accuracy."""
+    if list(runs_by_value) == [None]:
+        return {"runs": runs_by_value[None]}
+    best = max(runs_by_value, key=lambda v: _median(runs_by_value[v], "val_acc"))
+    return {"runs": runs_by_value[best], "best": best, "grid": runs_by_value}
+
+
 def run_cell(setup, method, seeds, data):
-    """A cell's record: its runs, and for a grid every value's runs and the
-    value that won on median validation accuracy."""
-    if not isinstance(method, dict):
-        return {"runs": run_seeds(setup, method, seeds, data)}
-    grid = {value: run_seeds(setup, f, seeds, data) for value, f in method.items()}
-    best = max(grid, key=lambda value: _median(grid[value], "val_acc"))
-    return {"runs": grid[best], "best": best, "grid": grid}
+    """A cell's record, its runs made here one after another."""
+    values = method if isinstance(method, dict) else {None: method}
+    return cell_from_runs(
+        {value: run_seeds(setup, f, seeds, data) for value, f in values.items()}
+    )
+
+
+# -- running in several processes ----------------------------------------------
+
+_WORKER_DATA = {}
+
+
+def _worker_start():
+    """Each worker process: TensorFlow quiet and on one thread (the processes
+    share the cores), the data loaded once."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    _WORKER_DATA["data"] = load_data()
+
+
+def _run_job(job):
+    """One seed of one cell, named so that a fresh process can rebuild it:
+    `(setup name, epochs, method name, grid value or None, seed)`."""
+    setup_name, epochs, method_name, value, seed = job
+    setup = dataclasses.replace(SETUPS[setup_name], epochs=epochs)
+    method = methods()[method_name]
+    if value is not None:
+        method = method[value]
+    train, *rest = _WORKER_DATA["data"]
+    data = (corrupt(train) if setup.corrupt else train, *rest)
+    return job, run_seeds(setup, method, [seed], data)[0]
+
+
+def run_in_workers(setups, table, seeds, workers):
+    """Every cell's record, the runs spread over `workers` processes."""
+    import concurrent.futures
+    import multiprocessing
+
+    jobs = [
+        (name, setup.epochs, method_name, value, seed)
+        for name, setup in setups.items()
+        for method_name, method in table.items()
+        for value in (method if isinstance(method, dict) else [None])
+        for seed in seeds
+    ]
+    done = {}
+    with concurrent.futures.ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_start,
+    ) as pool:
+        for job, run in pool.map(_run_job, jobs):
+            done[job] = run
+            print(f"  done {job[0]} {job[2]} {job[3] or ''} seed {job[4]}", flush=True)
+    results = {}
+    for name, setup in setups.items():
+        results[name] = {}
+        for method_name, method in table.items():
+            values = method if isinstance(method, dict) else [None]
+            results[name][method_name] = cell_from_runs(
+                {
+                    value: [
+                        done[(name, setup.epochs, method_name, value, seed)]
+                        for seed in seeds
+                    ]
+                    for value in values
+                }
+            )
+    return results
 
 
 # -- reporting -----------------------------------------------------------------
@@ -477,6 +553,12 @@ def parse_args(argv):
     parser.add_argument("--methods", help="comma list of columns (default all)")
     parser.add_argument("--epochs", type=int, help="override every setup's epochs")
     parser.add_argument("--json", help="write every run's results to this file")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes to spread the runs over (each on one thread)",
+    )
     return parser.parse_args(argv)
 
 
@@ -525,15 +607,18 @@ def main(argv=None):
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}")
     print(f"command: {' '.join(sys.argv)}")
     start = time.perf_counter()
-    results = {}
-    for name, setup in setups.items():
-        print(f"{name}: {setup.description}; {setup.epochs} epochs", flush=True)
-        train = corrupt(data[0]) if setup.corrupt else data[0]
-        results[name] = {}
-        for method_name, method in table.items():
-            cell = run_cell(setup, method, seeds, (train, *data[1:]))
-            results[name][method_name] = cell
-            print(f"  {method_name}: {cell_text(cell)}", flush=True)
+    if args.workers > 1:
+        results = run_in_workers(setups, table, seeds, args.workers)
+    else:
+        results = {}
+        for name, setup in setups.items():
+            print(f"{name}: {setup.description}; {setup.epochs} epochs", flush=True)
+            train = corrupt(data[0]) if setup.corrupt else data[0]
+            results[name] = {}
+            for method_name, method in table.items():
+                cell = run_cell(setup, method, seeds, (train, *data[1:]))
+                results[name][method_name] = cell
+                print(f"  {method_name}: {cell_text(cell)}", flush=True)
     print_table(results, list(table))
     print_harden_times(results)
     minutes = (time.perf_counter() - start) / 60
