@@ -102,10 +102,12 @@ def _train(model, x, y, seed, epochs=1, loss="sparse_categorical_crossentropy"):
 
 
 def _fine_tunes(build, x, y, loss="sparse_categorical_crossentropy", count=3):
-    """`count` fine-tunes (one epoch, their own seeds) of one trained start,
-    trained in one model (traced once) and copied out."""
+    """`(start, tunes)`: `count` fine-tunes (one epoch, their own seeds) of
+    one trained start, trained in one model (traced once) and copied out."""
     model = _train(build(), x, y, seed=0, epochs=2, loss=loss)
     start = model.get_weights()
+    start_model = build()
+    start_model.set_weights(start)
     tunes = []
     for seed in range(1, count + 1):
         model.set_weights(start)
@@ -114,7 +116,7 @@ def _fine_tunes(build, x, y, loss="sparse_categorical_crossentropy", count=3):
         tune = build()
         tune.set_weights(model.get_weights())
         tunes.append(tune)
-    return tunes
+    return start_model, tunes
 
 
 def _readme():
@@ -134,10 +136,11 @@ def _readme():
         ]
         return keras.Sequential(layers)
 
-    tunes = _fine_tunes(conv_net, x, y)
+    base, tunes = _fine_tunes(conv_net, x, y)
     names = dict(
         x=x, y=y, x_train=x, y_train=y, x_val=x_val, y_val=y_val,
         model=conv_net(), trained=tunes[0], tunes=tunes,
+        base=base,
         m1=tunes[0], m2=tunes[1], m3=tunes[2],
         models=[*tunes, _train(conv_net(batchnorm=True), x, y, seed=4)],
         backbone=keras.Sequential(conv_net().layers[1:]),
@@ -195,7 +198,7 @@ def _fusion():
         return _small_net(batchnorm=True)
 
     return {
-        "models": _fine_tunes(build, x, y, loss=LOGITS),
+        "models": _fine_tunes(build, x, y, loss=LOGITS)[1],
         "model": _train(build(), x, y, seed=5, loss=LOGITS),
         "x_train": x,
         "y_train": y,
