@@ -5,6 +5,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_harden._validation import check_int
 from keras_harden.fusion._common import (
     check_models,
     clone_with_weights,
@@ -754,12 +755,8 @@ def align(reference, model, data=None, rounds=100, seed=0, steps=None, batch_siz
     """
     reference = check_models(reference, name="reference")[0]
     model = check_models(model, name="model")[0]
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
-        raise ValueError(
-            f"`rounds` must be a positive int. Received: rounds={rounds!r}"
-        )
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
+    check_int("rounds", rounds, minimum=1)
+    check_int("seed", seed)
     ref, other = analyse_pair(reference, model)
     permutations = find_permutations(
         reference, model, ref, other, data, rounds, seed, steps, batch_size

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 
+from keras_harden._validation import check_bool
 from keras_harden.fusion._common import (
     batchnorm_layers,
     batchnorm_statistics_ids,
@@ -128,8 +129,7 @@ def finish_batchnorm(model, recalibrate, steps, caller):
 
 
 def check_align(align, align_data=None):
-    if not isinstance(align, bool):
-        raise ValueError(f"`align` must be True or False. Received: align={align!r}")
+    check_bool("align", align)
     if align_data is not None and not align:
         raise ValueError(
             "`align_data` is for activation matching: it needs `align=True`. "

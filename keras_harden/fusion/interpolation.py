@@ -7,6 +7,7 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_harden._validation import check_bool, check_int
 from keras_harden.fusion._common import (
     batchnorm_layers,
     check_models,
@@ -291,12 +292,8 @@ def interpolation(
     """
     a = check_models(a, name="a")[0]
     b = check_models(b, name="b")[0]
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
-        raise ValueError(
-            f"`steps` must be an int of at least 2. Received: steps={steps!r}"
-        )
-    if not isinstance(align, bool):
-        raise ValueError(f"`align` must be True or False. Received: align={align!r}")
+    check_int("steps", steps, minimum=2)
+    check_bool("align", align)
     if repair is not None and not align:
         raise ValueError(
             "`repair` repairs the aligned path: it needs `align=True`. "

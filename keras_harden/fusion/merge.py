@@ -6,6 +6,7 @@ import numbers
 import keras
 import numpy as np
 
+from keras_harden._validation import check_number
 from keras_harden.fusion._common import (
     batchnorm_statistics_ids,
     check_models,
@@ -97,24 +98,6 @@ def slerp(a, b, t):
 
 
 # -- arguments --------------------------------------------------------------------
-
-
-def _check_number(name, value, low, high, low_open, high_open):
-    bad = (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-    )
-    if not bad:
-        bad = (value <= low if low_open else value < low) or (
-            value >= high if high_open else value > high
-        )
-    if bad:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(
-            f"`{name}` must be a number in {interval}. Received: {name}={value!r}"
-        )
-    return float(value)
 
 
 def _check_seed(seed):
@@ -308,16 +291,16 @@ def merge(
     }
     _check_arguments(method, tunes, given)
     if scaling is not None:
-        scaling = _check_number("scaling", scaling, -math.inf, math.inf, True, True)
+        scaling = check_number("scaling", scaling)
     elif method in DEFAULT_SOUP_MULTIPLE:
         scaling = DEFAULT_SOUP_MULTIPLE[method] / len(tunes)
     else:
         scaling = DEFAULT_SCALING.get(method)  # SLERP has none
     density = DEFAULT_DENSITY if density is None else density
-    density = _check_number("density", density, 0.0, 1.0, True, False)
+    density = check_number("density", density, low=0, high=1, low_open=True)
     drop_rate = DEFAULT_DROP_RATE if drop_rate is None else drop_rate
-    drop_rate = _check_number("drop_rate", drop_rate, 0.0, 1.0, False, True)
-    t = 0.5 if t is None else _check_number("t", t, 0.0, 1.0, False, False)
+    drop_rate = check_number("drop_rate", drop_rate, low=0, high=1, high_open=True)
+    t = 0.5 if t is None else check_number("t", t, low=0, high=1)
     generator = _check_seed(seed) if method in ("dare", "dare_ties") else None
     _check_architectures(base, tunes)
     check_shared_start([base, *tunes], [1.0] * (len(tunes) + 1), "merge")

@@ -285,7 +285,7 @@ def test_docstring_example():
         ({"method": "ties", "density": 0.0}, r"Received: density=0\.0$"),
         (
             {"method": "ties", "density": 1.5},
-            r"\(0\.0, 1\.0\]\. Received: density=1\.5",
+            r"\(0, 1\]\. Received: density=1\.5",
         ),
         ({"method": "task_arithmetic", "density": 0.2}, r"read by method 'ties' only"),
         ({"method": "dare", "drop_rate": 1.0}, r"Received: drop_rate=1\.0$"),
