@@ -27,7 +27,7 @@ Two comparisons:
 
 Run (keras-cv lives in its own venv, see benchmarks/RESULTS.md):
 
-    .venv-cv/bin/python benchmarks/augment_throughput.py --rounds 5
+    .venv-cv/bin/python benchmarks/augment_throughput.py --rounds 11 --steps 24
     .venv/bin/python benchmarks/augment_throughput.py --skip-throughput --accuracy
 """
 
