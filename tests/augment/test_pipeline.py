@@ -169,3 +169,19 @@ def test_composing_adds_no_op_to_the_graph():
         return collections.Counter(op.type for op in graph.get_operations())
 
     assert operations(preset) == operations(lambda x: crop(flip(x)))
+
+
+def test_zero_magnitude_and_whole_image_crop_give_the_input_back_exactly():
+    # Every step at its identity setting: the pipeline adds nothing of its own.
+    undriven = ("auto_contrast", "equalize")  # not driven by the magnitude
+    driven = [n for n in kh.augment.ops.TRANSFORMS if n not in undriven]
+    aug = kh.augment.Pipeline(
+        [
+            kh.augment.RandomApply(keras.layers.RandomFlip(seed=0), rate=0.0, seed=1),
+            kh.augment.RandomResizedCrop(scale=(1, 1), ratio=(1, 1), seed=2),
+            kh.augment.RandAugment(magnitude=0.0, operations=driven, seed=3),
+        ],
+        value_range=(0, 255),
+    )
+    x = images()
+    np.testing.assert_array_equal(np.asarray(aug(x)), x)
