@@ -9,7 +9,10 @@
 - `MixUpCutMix`: per-image MixUp or CutMix on `(images, labels)` batches.
 
 Every layer is active when called directly or in `fit`, and inactive in
-`predict`, `evaluate` and `keras_harden.export`.
+`predict`, `evaluate` and `keras_harden.export`. The random layers make their
+draws in `get_random_transformation` and apply given draws in
+`transform_images` (`transform_labels` too for `MixUpCutMix`), as Keras's own
+preprocessing layers do. They map `tf.data` batches under any Keras backend.
 """
 
 from keras_harden.augment import ops
