@@ -19,6 +19,8 @@ import weakref
 
 import keras
 
+from keras_harden._validation import check_int
+
 # ---------------------------------------------------------------------------
 # Backend switch: TensorFlow ops inside tf.data, whatever the session backend.
 #
@@ -119,9 +121,7 @@ def check_probability(name, value):
 
 
 def check_seed(seed):
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ValueError(f"`seed` must be an int or None. Received: seed={seed!r}")
-    return seed
+    return check_int("seed", seed, optional=True)
 
 
 def check_operations(operations):

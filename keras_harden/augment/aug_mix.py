@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_harden._validation import check_int, check_number, check_positive
 from keras_harden.augment import ops as aug_ops
 from keras_harden.augment._layer import (
     AugmentLayer,
@@ -85,14 +86,7 @@ class AugMix(AugmentLayer):
         **kwargs,
     ):
         super().__init__(value_range=value_range, seed=seed, **kwargs)
-        if (
-            not isinstance(num_chains, int)
-            or isinstance(num_chains, bool)
-            or num_chains < 1
-        ):
-            raise ValueError(
-                f"`num_chains` must be an int >= 1. Received: num_chains={num_chains!r}"
-            )
+        check_int("num_chains", num_chains, minimum=1)
         try:
             low, high = chain_depth
             ok = all(isinstance(v, int) for v in chain_depth) and 1 <= low <= high
@@ -103,13 +97,8 @@ class AugMix(AugmentLayer):
                 "`chain_depth` must be a pair of ints 1 <= low <= high. "
                 f"Received: chain_depth={chain_depth!r}"
             )
-        if not isinstance(magnitude, (int, float)) or not 0 <= magnitude <= 1:
-            raise ValueError(
-                "`magnitude` must be a number in [0, 1]. "
-                f"Received: magnitude={magnitude!r}"
-            )
-        if not isinstance(alpha, (int, float)) or alpha <= 0:
-            raise ValueError(f"`alpha` must be a number > 0. Received: alpha={alpha!r}")
+        check_number("magnitude", magnitude, low=0, high=1)
+        check_positive("alpha", alpha)
         self.num_chains = num_chains
         self.chain_depth = (chain_depth[0], chain_depth[1])
         self.magnitude = magnitude

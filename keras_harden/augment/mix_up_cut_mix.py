@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_harden._validation import check_int, check_number
 from keras_harden.augment._layer import (
     RandomLayer,
     cast_like,
@@ -9,12 +10,6 @@ from keras_harden.augment._layer import (
     ops,
     random,
 )
-
-
-def _check_alpha(name, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"`{name}` must be a number >= 0. Received: {name}={value!r}")
-    return value
 
 
 def _beta(shape, alpha, seed):
@@ -62,8 +57,8 @@ class MixUpCutMix(RandomLayer):
     >>> import numpy as np, keras_harden as kh
     >>> mix = kh.augment.MixUpCutMix(num_classes=3, seed=0)
     >>> x, y = mix(np.ones((4, 8, 8, 1), "float32"), np.array([0, 1, 2, 0]))
-    >>> y.shape
-    TensorShape([4, 3])
+    >>> tuple(y.shape)
+    (4, 3)
 
     References:
         Zhang et al., "mixup: Beyond empirical risk minimization", ICLR 2018
@@ -86,18 +81,10 @@ class MixUpCutMix(RandomLayer):
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
-        if (
-            not isinstance(num_classes, int)
-            or isinstance(num_classes, bool)
-            or num_classes < 2
-        ):
-            raise ValueError(
-                "`num_classes` must be an int >= 2. "
-                f"Received: num_classes={num_classes!r}"
-            )
+        check_int("num_classes", num_classes, minimum=2)
         self.num_classes = num_classes
-        self.mixup_alpha = _check_alpha("mixup_alpha", mixup_alpha)
-        self.cutmix_alpha = _check_alpha("cutmix_alpha", cutmix_alpha)
+        self.mixup_alpha = check_number("mixup_alpha", mixup_alpha, low=0)
+        self.cutmix_alpha = check_number("cutmix_alpha", cutmix_alpha, low=0)
         self.switch_prob = check_probability("switch_prob", switch_prob)
         self.prob = check_probability("prob", prob)
         if (

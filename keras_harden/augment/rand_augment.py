@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_harden._validation import check_int, check_number
 from keras_harden.augment import ops as aug_ops
 from keras_harden.augment._layer import (
     AugmentLayer,
@@ -52,8 +53,8 @@ class RandAugment(AugmentLayer):
 
     >>> import numpy as np, keras_harden as kh
     >>> layer = kh.augment.RandAugment(num_ops=2, magnitude=0.5, seed=0)
-    >>> layer(np.zeros((4, 32, 32, 3), "uint8")).shape
-    TensorShape([4, 32, 32, 3])
+    >>> tuple(layer(np.zeros((4, 32, 32, 3), "uint8")).shape)
+    (4, 32, 32, 3)
 
     References:
         Cubuk et al., "RandAugment: Practical automated data augmentation with
@@ -73,20 +74,9 @@ class RandAugment(AugmentLayer):
         **kwargs,
     ):
         super().__init__(value_range=value_range, seed=seed, **kwargs)
-        if not isinstance(num_ops, int) or isinstance(num_ops, bool) or num_ops < 1:
-            raise ValueError(
-                f"`num_ops` must be an int >= 1. Received: num_ops={num_ops!r}"
-            )
-        if not isinstance(magnitude, (int, float)) or not 0.0 <= magnitude <= 1.0:
-            raise ValueError(
-                "`magnitude` must be a number in [0, 1]. "
-                f"Received: magnitude={magnitude!r}"
-            )
-        if not isinstance(magnitude_stddev, (int, float)) or magnitude_stddev < 0:
-            raise ValueError(
-                "`magnitude_stddev` must be a number >= 0. "
-                f"Received: magnitude_stddev={magnitude_stddev!r}"
-            )
+        check_int("num_ops", num_ops, minimum=1)
+        check_number("magnitude", magnitude, low=0, high=1)
+        check_number("magnitude_stddev", magnitude_stddev, low=0)
         self.num_ops = num_ops
         self.magnitude = magnitude
         self.magnitude_stddev = magnitude_stddev

@@ -37,8 +37,8 @@ class RandomApply(RandomLayer):
 
     >>> import keras, numpy as np, keras_harden as kh
     >>> blur = kh.augment.RandomApply(keras.layers.RandomGaussianBlur(), 0.2, seed=0)
-    >>> blur(np.zeros((4, 16, 16, 3), "float32")).shape
-    TensorShape([4, 16, 16, 3])
+    >>> tuple(blur(np.zeros((4, 16, 16, 3), "float32")).shape)
+    (4, 16, 16, 3)
 
     References:
         torchvision's `transforms.RandomApply` (one draw per call there, per

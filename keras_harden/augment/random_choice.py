@@ -41,8 +41,8 @@ class RandomChoice(RandomLayer):
     >>> import keras, numpy as np, keras_harden as kh
     >>> choice = kh.augment.RandomChoice(
     ...     [keras.layers.RandomRotation(0.1), kh.augment.TrivialAugment()], seed=0)
-    >>> choice(np.zeros((4, 16, 16, 3), "float32")).shape
-    TensorShape([4, 16, 16, 3])
+    >>> tuple(choice(np.zeros((4, 16, 16, 3), "float32")).shape)
+    (4, 16, 16, 3)
 
     References:
         torchvision's `transforms.RandomChoice` (one choice per call there,

@@ -4,6 +4,7 @@ import math
 
 import keras
 
+from keras_harden._validation import check_int
 from keras_harden.augment._layer import AugmentLayer, cast_like, ops, random
 
 _ATTEMPTS = 10
@@ -24,16 +25,6 @@ def _check_pair(name, value, low_bound, inclusive_high=None):
             + f". Received: {name}={value!r}"
         )
     return (value[0], value[1])
-
-
-def _check_size(name, value):
-    if value is not None and (
-        not isinstance(value, int) or isinstance(value, bool) or value < 1
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive int or None. Received: {name}={value!r}"
-        )
-    return value
 
 
 def resample_matrix(start, length, in_size, out_size):
@@ -101,8 +92,8 @@ class RandomResizedCrop(AugmentLayer):
 
     >>> import numpy as np, keras_harden as kh
     >>> crop = kh.augment.RandomResizedCrop(24, 24, seed=0)
-    >>> crop(np.zeros((2, 32, 32, 3), "float32")).shape
-    TensorShape([2, 24, 24, 3])
+    >>> tuple(crop(np.zeros((2, 32, 32, 3), "float32")).shape)
+    (2, 24, 24, 3)
 
     References:
         Szegedy et al., "Going deeper with convolutions", CVPR 2015
@@ -121,8 +112,8 @@ class RandomResizedCrop(AugmentLayer):
         **kwargs,
     ):
         super().__init__(value_range=value_range, seed=seed, **kwargs)
-        self.height = _check_size("height", height)
-        self.width = _check_size("width", width)
+        self.height = check_int("height", height, minimum=1, optional=True)
+        self.width = check_int("width", width, minimum=1, optional=True)
         self.scale = _check_pair("scale", scale, 0.0, 1.0)
         self.ratio = _check_pair("ratio", ratio, 0.0)
 

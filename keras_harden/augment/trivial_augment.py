@@ -40,8 +40,8 @@ class TrivialAugment(AugmentLayer):
 
     >>> import numpy as np, keras_harden as kh
     >>> layer = kh.augment.TrivialAugment(seed=0)
-    >>> layer(np.zeros((4, 32, 32, 3), "float32")).shape
-    TensorShape([4, 32, 32, 3])
+    >>> tuple(layer(np.zeros((4, 32, 32, 3), "float32")).shape)
+    (4, 32, 32, 3)
 
     References:
         Müller and Hutter, "TrivialAugment: Tuning-free yet state-of-the-art

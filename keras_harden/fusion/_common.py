@@ -91,7 +91,7 @@ def to_numpy(value):
 
 
 def is_float(variable):
-    return "float" in str(keras.backend.standardize_dtype(variable.dtype))
+    return keras.backend.is_float_dtype(variable.dtype)
 
 
 def clone_with_weights(model, name=None):
