@@ -45,6 +45,12 @@ def fused(fine_tunes):
             models, "concatenate", head=keras.layers.Dense(10), features=-2
         ),
         "stack": kh.fusion.stack(models, holdout_data=val, epochs=2),
+        "aligned": kh.fusion.average_weights(
+            models[:2], align=True, repair=fine_tunes.x_fit[:256]
+        ),
+        "ties": kh.fusion.merge(
+            fine_tunes.start, models, "ties", recalibrate=fine_tunes.x_fit[:256]
+        ),
     }
 
 
@@ -74,7 +80,7 @@ def test_export_serves_the_same_outputs(tmp_path, fused, fine_tunes):
     import tensorflow as tf
 
     x = fine_tunes.x_test[:32]
-    for name in ("uniform", "concat", "stack"):  # one of each structure
+    for name in ("uniform", "concat", "stack", "aligned", "ties"):
         model = fused[name]
         path = kh.export(model, tmp_path / name)
         artifact = tf.saved_model.load(path)

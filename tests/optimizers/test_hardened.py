@@ -254,7 +254,12 @@ def _accumulating_fit(optimizer, jit_compile):
     return model
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize(
+    "jit_compile",
+    # JAX without jit runs op by op: slow, and the same maths as with it
+    [pytest.param(False, marks=pytest.mark.tf_only), True],
+    ids=["graph", "xla"],
+)
 def test_accumulation_without_rules_is_keras_own(jit_compile):
     # 8 micro-batches, k = 4, a learning-rate schedule that moves every
     # micro-step (Keras's schedules count micro-steps under accumulation):

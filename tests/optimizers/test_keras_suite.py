@@ -19,7 +19,13 @@ import importlib
 import unittest
 from unittest import mock
 
+import pytest
+
 from keras_harden.optimizers import HardenedOptimizer
+
+# The wrapper's JAX path (`stateless_apply`) is exercised by the rest of the
+# JAX pass; Keras's own tests run in the TensorFlow pass, to keep CI short.
+pytestmark = pytest.mark.tf_only
 
 # Keras test module -> the optimizer class it tests.
 MODULES = {
