@@ -337,10 +337,9 @@ class HardenedOptimizer(keras.optimizers.Optimizer):
         Returns:
             `_Step(grads, apply_inner, updates, consecutive_nonfinite)`: the
             gradients for the inner optimizer, whether it applies them (a
-            finite step),
-            `(variable, new_value)` pairs for the state the wrapper keeps
-            (already unchanged where the step must not change it), and the
-            new consecutive non-finite count.
+            finite step), `(variable, new_value)` pairs for the state the
+            wrapper keeps (already unchanged where the step must not change
+            it), and the new consecutive non-finite count.
         """
         grads = list(grads)
         variables = list(variables)
