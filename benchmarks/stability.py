@@ -45,6 +45,11 @@ setups, the cheapest three; 4.5 min at load average 2):
 
     .venv/bin/python benchmarks/stability.py --quick
 
+`--workers 2` runs the (setup, column, grid value, seed) runs in two
+processes of one thread each; the quick subset then took 2.1 min on the idle
+2-core machine. Each run's numbers equal the sequential run's (checked on
+two setups x two columns x two seeds).
+
 `--json PATH` writes every run: per-seed test and validation accuracy, epoch
 losses, seconds, and the optimizer's config (for the prescription: what
 `kh.harden` chose; for `keras_clip`: every grid value's runs). Or chosen
