@@ -68,3 +68,28 @@ def fine_tunes(digits):
         x_test=xt,
         y_test=yt,
     )
+
+
+def trained_mlps(digits, seeds, epochs):
+    """MLPs (64-64-64-10) trained on the flattened digits, one per seed (from
+    different random starts); returns `(models, (x, y), (x_test, y_test))`."""
+    (x, y), (xt, yt) = digits
+    x, xt = x.reshape(len(x), -1) / 255.0, xt.reshape(len(xt), -1) / 255.0
+    models = []
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential(
+            [
+                keras.Input((64,)),
+                keras.layers.Dense(64, activation="relu"),
+                keras.layers.Dense(64, activation="relu"),
+                keras.layers.Dense(10),
+            ]
+        )
+        model.compile(
+            keras.optimizers.Adam(3e-3),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+        models.append(model)
+    return models, (x, y), (xt, yt)

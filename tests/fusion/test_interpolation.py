@@ -9,7 +9,7 @@ from keras_harden.fusion import InterpolationResult, interpolation
 from keras_harden.fusion.align import Analysis, apply_permutations
 from keras_harden.fusion.batchnorm import recalibrate_batchnorm
 from keras_harden.fusion.interpolation import _cross_entropy
-from tests.fusion.conftest import assert_same_weights, weights_of
+from tests.fusion.conftest import assert_same_weights, trained_mlps, weights_of
 
 
 def linear(kernel, bias, activation=None):
@@ -164,25 +164,7 @@ def test_argument_errors():
 
 @pytest.mark.slow
 def test_alignment_shrinks_the_barrier_between_trained_models(digits):
-    (x, y), (xt, yt) = digits
-    x, xt = x.reshape(len(x), -1) / 255.0, xt.reshape(len(xt), -1) / 255.0
-    models = []
-    for seed in (3, 4):
-        keras.utils.set_random_seed(seed)
-        model = keras.Sequential(
-            [
-                keras.Input((64,)),
-                keras.layers.Dense(64, activation="relu"),
-                keras.layers.Dense(64, activation="relu"),
-                keras.layers.Dense(10),
-            ]
-        )
-        model.compile(
-            keras.optimizers.Adam(3e-3),
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        model.fit(x, y, epochs=8, batch_size=32, verbose=0)
-        models.append(model)
+    models, (x, _), (xt, yt) = trained_mlps(digits, seeds=(3, 4), epochs=8)
     result = interpolation(*models, (xt, yt), steps=5, repair=x)
     assert result.accuracy_drop("aligned") < result.accuracy_drop("naive") / 2
     assert result.loss_barrier("aligned") < result.loss_barrier("naive")

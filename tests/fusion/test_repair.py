@@ -8,7 +8,7 @@ import keras_harden as kh
 from keras_harden.fusion import average_weights, greedy_soup, repair
 from keras_harden.fusion.align import Analysis, apply_permutations
 from keras_harden.fusion.repair import preactivation_moments
-from tests.fusion.conftest import assert_same_weights, weights_of
+from tests.fusion.conftest import assert_same_weights, trained_mlps, weights_of
 
 
 def net(hidden=(1,), inputs=2, outputs=1, use_bias=True):
@@ -293,27 +293,7 @@ def test_repaired_average_saves_and_loads_in_safe_mode(tmp_path):
 @pytest.fixture(scope="module")
 def two_mlps(digits):
     """Two MLPs (64-64-64-10) trained on the digits from different seeds."""
-    (x, y), (xt, yt) = digits
-    x, xt = x.reshape(len(x), -1) / 255.0, xt.reshape(len(xt), -1) / 255.0
-    models = []
-    for seed in (0, 1):
-        keras.utils.set_random_seed(seed)
-        model = keras.Sequential(
-            [
-                keras.Input((64,)),
-                keras.layers.Dense(64, activation="relu"),
-                keras.layers.Dense(64, activation="relu"),
-                keras.layers.Dense(10),
-            ]
-        )
-        model.compile(
-            keras.optimizers.Adam(3e-3),
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
-        model.fit(x, y, epochs=10, batch_size=32, verbose=0)
-        models.append(model)
-    return models, (x, y), (xt, yt)
+    return trained_mlps(digits, seeds=(0, 1), epochs=10)
 
 
 @pytest.mark.slow
