@@ -76,10 +76,9 @@ def _diverged(losses):
 
 
 def _plot_demo(path_loss, path_grad, runs):
-    import matplotlib
+    from keras_harden._plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("keras-harden demo")
 
     def finish(figure, ylabel, title, path):
         """Log-scale axes over training steps, legend, grid; saved and closed."""
@@ -91,8 +90,7 @@ def _plot_demo(path_loss, path_grad, runs):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         figure.tight_layout()
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
+        save_figure(figure, path)
 
     figure, ax = plt.subplots(figsize=(7, 4))
     for label, losses in runs["loss"]:

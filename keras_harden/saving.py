@@ -61,12 +61,21 @@ def save_model(model, path, overwrite=False):
     if not path.endswith(".keras"):
         raise ValueError(f"`path` must end with '.keras'. Received: path={path!r}")
     check_save_target(path, overwrite)
+    return write_atomically(path, model.save)
+
+
+def write_atomically(path, write):
+    """Calls `write(temporary_path)` for a temporary file beside `path` (same
+    extension), then renames it over `path`: readers see the old file or the
+    new one, never half of one. Returns `path`."""
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".keras", prefix=".tmp-", dir=directory)
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=directory)
     os.close(fd)
     try:
-        model.save(tmp)
+        write(tmp)
         os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except BaseException:

@@ -1,9 +1,10 @@
 """Report: what `diagnose` found, as Markdown or a PNG."""
 
 import math
-import os
 
 import keras
+
+from keras_harden._plotting import pyplot, save_figure
 
 __all__ = ["Report"]
 
@@ -151,16 +152,7 @@ class Report:
         Returns:
             The path written.
         """
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as error:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "Report.plot needs matplotlib: pip install matplotlib"
-            ) from error
-        path = os.fspath(path)
+        plt = pyplot("Report.plot")
         names = [s["layer"].rsplit("/", 1)[-1] for s in self.stats]
         index = list(range(len(names)))
         figure, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -182,11 +174,7 @@ class Report:
             ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
             ax.grid(alpha=0.3)
         figure.tight_layout()
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        return path
+        return save_figure(figure, path)
 
 
 def _positive(value):

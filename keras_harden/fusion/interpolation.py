@@ -1,12 +1,11 @@
 """`interpolation`: loss and accuracy along the straight line between two models."""
 
 import dataclasses
-import os
-import tempfile
 
 import keras
 import numpy as np
 
+from keras_harden._plotting import pyplot, save_figure
 from keras_harden._validation import check_bool, check_int
 from keras_harden.fusion._common import (
     batchnorm_layers,
@@ -118,17 +117,7 @@ class InterpolationResult:
         Returns:
             The path written, as a string.
         """
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as error:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "InterpolationResult.plot needs matplotlib: pip install matplotlib"
-            ) from error
-        path = os.fspath(path)
-        extension = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+        plt = pyplot("InterpolationResult.plot")
         figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
         for p in self.paths():
             axes[0].plot(self.alphas, getattr(self, p + "_loss"), marker="o", label=p)
@@ -142,29 +131,7 @@ class InterpolationResult:
             ax.grid(alpha=0.3)
             ax.legend()
         figure.tight_layout()
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=directory, prefix=".interpolation-", suffix=f".{extension}"
-        )
-        try:
-            with os.fdopen(handle, "wb") as file:
-                figure.savefig(file, format=extension, dpi=100)
-            os.chmod(temporary, 0o666 & ~_umask())
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
-        finally:
-            plt.close(figure)
-        return path
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        return save_figure(figure, path)
 
 
 def _cross_entropy(y_true, y_pred):
