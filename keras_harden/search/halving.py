@@ -1,0 +1,133 @@
+"""Successive halving as pure functions: the schedule of rounds, the paired
+noise test on held-out examples, and who survives a round.
+
+Successive halving (Jamieson and Talwalkar 2016) trains many candidates for a
+short budget, keeps the best `1 / eta` of them and lets the survivors
+*continue* for a longer budget, until one is left. Here the last round ends at
+the user's whole run, so the winner's last round is its full training.
+
+Nothing here knows about Keras: the search in `harden.py` feeds these
+functions numbers and per-example scores.
+"""
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["Round", "beats", "schedule", "survivors"]
+
+
+class Round(NamedTuple):
+    """One round: train the survivors up to step `end` (counted from the
+    start of the run), then keep `keep` of them."""
+
+    end: int
+    keep: int
+
+
+def schedule(total_steps, n_candidates, eta=3, min_steps=1):
+    """The rounds of a successive-halving search that ends at `total_steps`.
+
+    With `k = floor(log_eta(n_candidates)) + 1` rounds, round `i`
+    (from 0) ends at `total_steps / eta**(k - 1 - i)` and keeps
+    `ceil(n_candidates / eta**(i + 1))` candidates, the last two 1 (the last
+    round trains the winner alone). A round that would end before
+    `min_steps` ends there instead, unless that reaches the next round's end:
+    then the two merge, and a short run has fewer, longer rounds.
+
+    >>> schedule(900, 9)                 # 9 -> 3 -> 1, ending at 100, 300, 900
+    [Round(end=100, keep=3), Round(end=300, keep=1), Round(end=900, keep=1)]
+    >>> schedule(900, 12)                # 12 -> 4 -> 1
+    [Round(end=100, keep=4), Round(end=300, keep=1), Round(end=900, keep=1)]
+    >>> schedule(68, 12, min_steps=10)   # 68 / 9 < 10: the first round ends at 10
+    [Round(end=10, keep=4), Round(end=23, keep=1), Round(end=68, keep=1)]
+    >>> schedule(20, 9, min_steps=8)     # 20 / 9 -> 8 passes 20 / 3: merged
+    [Round(end=8, keep=1), Round(end=20, keep=1)]
+    >>> schedule(50, 1)
+    [Round(end=50, keep=1)]
+    """
+    if n_candidates < 1 or total_steps < 1:
+        raise ValueError(
+            "`total_steps` and `n_candidates` must be >= 1. Received: "
+            f"total_steps={total_steps}, n_candidates={n_candidates}"
+        )
+    k = math.floor(math.log(n_candidates, eta) + 1e-9) + 1
+    rounds = []
+    for i in range(k):
+        end = max(1, round(total_steps / eta ** (k - 1 - i)))
+        keep = 1 if i >= k - 2 else math.ceil(n_candidates / eta ** (i + 1))
+        rounds.append(Round(end, keep))
+    rounds[-1] = Round(total_steps, 1)
+    # a round shorter than `min_steps` is lengthened to it; one that would
+    # then reach the next round's end merges into it
+    merged = []
+    for i, planned in enumerate(rounds):
+        end = min(max(planned.end, min_steps), total_steps)
+        if i < len(rounds) - 1 and end >= rounds[i + 1].end:
+            continue
+        if merged and end <= merged[-1].end:
+            continue
+        merged.append(Round(end, planned.keep))
+    rounds = merged
+    return rounds
+
+
+def beats(challenger, incumbent, z=2.0):
+    """Whether `challenger` scores higher than `incumbent` beyond the noise of
+    the held-out set.
+
+    Both are per-example scores on the same held-out examples (higher is
+    better: 1/0 for a correct/wrong prediction, or minus the example's loss).
+    The test is paired: the mean of the differences must exceed `z` standard
+    errors of that mean.
+
+    >>> beats([1, 1, 1, 1], [0, 0, 0, 0])
+    True
+    >>> beats([1, 0, 1, 0], [0, 1, 0, 1])   # as good on average
+    False
+    >>> beats([1.0] * 100, [1.0] * 99 + [0.0])  # one example of 100: noise
+    False
+    """
+    diff = np.asarray(challenger, np.float64) - np.asarray(incumbent, np.float64)
+    if diff.size == 0 or not np.all(np.isfinite(diff)):
+        # a non-finite score (a diverged candidate) is decided by its mean
+        return bool(np.nan_to_num(np.mean(diff), nan=-np.inf) > 0)
+    mean = float(np.mean(diff))
+    if diff.size == 1:
+        return mean > 0
+    stderr = float(np.std(diff, ddof=1)) / math.sqrt(diff.size)
+    return mean > 0 and mean > z * stderr
+
+
+def survivors(scores, keep, protected=None, per_example=None, z=2.0):
+    """The indices that go on to the next round, best first.
+
+    Args:
+        scores: a score per candidate, higher is better (`-inf` or NaN for a
+            diverged one, which never survives). Ties go to the lower index
+            (the candidates are listed from the least invasive).
+        keep: how many of the best survive.
+        protected: an index (plain training) that also survives, unless it
+            diverged or the round's best `beats` it on `per_example` scores.
+        per_example: a list of per-example score arrays, one per candidate,
+            for the protection test.
+        z: the test's threshold in standard errors.
+
+    >>> survivors([0.5, 0.9, 0.7, float("-inf")], keep=2)
+    [1, 2]
+    >>> survivors([0.5, 0.9, 0.7], keep=1, protected=0,
+    ...           per_example=[[1, 0, 1, 0], [1, 1, 1, 1], [1, 1, 1, 0]])
+    [1, 0]
+    """
+    clean = [-math.inf if not math.isfinite(s) else float(s) for s in scores]
+    order = sorted(
+        (i for i in range(len(clean)) if clean[i] > -math.inf),
+        key=lambda i: (-clean[i], i),
+    )
+    kept = order[:keep]
+    if protected is not None and protected not in kept and clean[protected] > -math.inf:
+        leader = kept[0]
+        if not beats(per_example[leader], per_example[protected], z):
+            kept.append(protected)
+    return kept
