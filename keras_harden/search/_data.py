@@ -66,8 +66,7 @@ def _arrays(data, name):
     if len(set(lengths.values())) != 1:
         shown = ", ".join(f"{k}: {v}" for k, v in lengths.items())
         raise ValueError(
-            f"`{name}`'s arrays must have the same number of samples. "
-            f"Received: {shown}"
+            f"`{name}`'s arrays must have the same number of samples. Received: {shown}"
         )
     if lengths["x"] == 0:
         raise ValueError(f"`{name}` has no samples. Received: 0 samples")

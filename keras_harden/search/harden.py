@@ -78,13 +78,14 @@ class _Scorer:
         self.n = len(self.y)
 
     def __call__(self, model):
+        # equal chunks (the last padded by wrapping round): one traced shape
+        size = min(_PREDICT_CHUNK, self.n)
         chunks = []
-        for start in range(0, self.n, _PREDICT_CHUNK):
-            part = keras.tree.map_structure(
-                lambda a, s=start: a[s : s + _PREDICT_CHUNK], self.x
-            )
+        for start in range(0, self.n, size):
+            index = np.arange(start, start + size) % self.n
+            part = keras.tree.map_structure(lambda a, i=index: a[i], self.x)
             chunks.append(np.asarray(model.predict_on_batch(part)))
-        predictions = np.concatenate(chunks)
+        predictions = np.concatenate(chunks)[: self.n]
         losses = _per_example_loss(self.loss_fn, self.y, predictions)
         loss = float(np.mean(losses))
         if not math.isfinite(loss):
@@ -125,7 +126,12 @@ def _check(optimizer, epochs, steps, batch_size, validation_split, eta, verbose)
     check_int("steps", steps, minimum=1, optional=True)
     check_int("batch_size", batch_size, minimum=1)
     check_number(
-        "validation_split", validation_split, low=0, high=1, low_open=True, high_open=True
+        "validation_split",
+        validation_split,
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
     )
     check_int("eta", eta, minimum=2)
     if verbose not in (0, 1, 2) or isinstance(verbose, bool):
@@ -374,4 +380,3 @@ def _winner(kept, contestants):
     if not kept:  # every candidate diverged: report plain training
         return 0
     return 0 if 0 in kept else kept[0]
-

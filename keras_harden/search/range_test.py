@@ -46,10 +46,7 @@ def _centred_mean(values, window):
     values = np.where(np.isfinite(values), values, np.inf)
     half = window // 2
     return np.array(
-        [
-            np.mean(values[max(0, i - half) : i + half + 1])
-            for i in range(len(values))
-        ]
+        [np.mean(values[max(0, i - half) : i + half + 1]) for i in range(len(values))]
     )
 
 
@@ -155,7 +152,9 @@ class RangeTest:
         losses = np.asarray(self.losses)
         finite = np.isfinite(losses)
         axis.plot(np.asarray(self.rates)[finite], losses[finite], label="loss")
-        axis.axvline(self.max_stable_rate, color="tab:red", ls="--", label="stable edge")
+        axis.axvline(
+            self.max_stable_rate, color="tab:red", ls="--", label="stable edge"
+        )
         axis.axvline(self.suggested_rate, color="tab:green", ls=":", label="suggested")
         if self.reference_rate is not None:
             axis.axvline(self.reference_rate, color="grey", ls="-.", label="yours")
@@ -192,9 +191,7 @@ def run_range_test(model, stream, optimizer, loss, rates, smoothing, reference_r
         lowest = smoothed if lowest is None else min(lowest, smoothed)
         if len(losses) > smoothing and smoothed > _STOP_FACTOR * lowest:
             break
-    return RangeTest(
-        rates[: len(losses)], losses, norms, smoothing, reference_rate
-    )
+    return RangeTest(rates[: len(losses)], losses, norms, smoothing, reference_rate)
 
 
 def lr_range_test(

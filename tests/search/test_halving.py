@@ -51,7 +51,9 @@ def test_beats_is_a_paired_two_standard_error_test():
 def test_survivors_protects_plain_unless_beaten():
     # plain (0) is third of four: kept only while not beaten beyond noise
     close = [[1, 1, 0, 1], [1, 1, 1, 1], [1, 1, 1, 0], [0, 0, 0, 0]]
-    assert survivors([0.75, 1.0, 0.75, 0.0], keep=1, protected=0, per_example=close) == [1, 0]
+    assert survivors(
+        [0.75, 1.0, 0.75, 0.0], keep=1, protected=0, per_example=close
+    ) == [1, 0]
     crushed = [[0] * 50, [1] * 50, [1] * 50]
     assert survivors([0.0, 1.0, 1.0], keep=1, protected=0, per_example=crushed) == [1]
     # a diverged plain is not protected; diverged candidates never survive

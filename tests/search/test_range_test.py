@@ -33,7 +33,10 @@ def test_range_test_finds_the_divergence_threshold_of_a_linear_model():
     y = 3.0 * x
     a = float(np.mean(x**2))
     model = keras.Sequential(
-        [keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")]
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros"),
+        ]
     )
     before = model.get_weights()
     # rates 0.01 * 1.5^i / (2a): 2 a r_13 = 1.946 < 2 < 2 a r_14 = 2.919
@@ -63,12 +66,20 @@ def test_range_test_finds_the_divergence_threshold_of_a_linear_model():
 def test_range_test_defaults_around_the_optimizers_rate(digits, tmp_path):
     (x, y), _ = digits
     model = keras.Sequential(
-        [keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
-         keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)]
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10),
+        ]
     )
     test = kh.lr_range_test(
-        model, (x, y), keras.optimizers.Adam(1e-2),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps=30,
+        model,
+        (x, y),
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps=30,
     )
     # 1e-6 .. 1 in 30 steps, a constant factor 10^(6/29)
     assert test.rates[0] == pytest.approx(1e-6)
