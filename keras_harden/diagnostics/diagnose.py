@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 
+from keras_harden import _gradients
 from keras_harden._batches import iterate_batches
 from keras_harden._validation import check_bool, check_int
 from keras_harden.diagnostics import _core
@@ -263,14 +264,14 @@ def _diagnose(model, batches, loss_fn, loss_name):
     nonfinite_layers = []
     first_grads = None
     for x, y in batches:
-        value, grads = _core.loss_and_gradients(model, x, y, loss_fn)
+        value, grads = _gradients.loss_and_gradients(model, x, y, loss_fn)
         for variable, saved in zip(non_trainable, state, strict=True):
             variable.assign(saved)  # keep moving statistics as they were
         if first_grads is None:
             first_grads = grads
         losses.append(value)
         present = [g for g in grads if g is not None]
-        global_norms.append(_core.norm(present))
+        global_norms.append(_gradients.norm(present))
         for name, norm in _core.sum_layer_norms(grads, groups).items():
             grad_sums[name] += norm
             if not math.isfinite(norm) and name not in nonfinite_layers:

@@ -7,6 +7,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_harden import _gradients
 from keras_harden._validation import check_bool, check_int
 from keras_harden.diagnostics import _core
 
@@ -149,7 +150,7 @@ class GradientMonitor(keras.callbacks.Callback):
         state = list(self.model.non_trainable_variables)
         saved = _core.to_numpy(state)
         x, y = self.data
-        _, grads = _core.loss_and_gradients(self.model, x, y)
+        _, grads = _gradients.loss_and_gradients(self.model, x, y)
         for variable, value in zip(state, saved, strict=True):
             variable.assign(value)
         return grads
@@ -176,12 +177,14 @@ class GradientMonitor(keras.callbacks.Callback):
         if stats is not None:
             record.update(stats)
         elif self._probe is not None:
-            record["grad_norm"] = _core.norm([g for g in self._probe if g is not None])
+            record["grad_norm"] = _gradients.norm(
+                [g for g in self._probe if g is not None]
+            )
         after = _core.to_numpy(self._variables)
         delta = [a - b for a, b in zip(after, self._before, strict=True)]
-        weight = _core.norm(self._before)
+        weight = _gradients.norm(self._before)
         if weight > 0:
-            record["update_ratio"] = _core.norm(delta) / weight
+            record["update_ratio"] = _gradients.norm(delta) / weight
         if self.per_layer:
             delta_norms = _core.sum_layer_norms(delta, self._groups)
             weight_norms = _core.sum_layer_norms(self._before, self._groups)

@@ -6,6 +6,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
+from keras_harden import _gradients
 from keras_harden._batches import iterate_batches
 from keras_harden._validation import check_int, check_positive
 
@@ -40,12 +41,8 @@ class SeedSearchResult(NamedTuple):
 def _grad_norm_and_loss(model, x, y):
     """Global gradient norm and loss of one batch in training mode, with the
     model's compiled loss (TensorFlow or JAX)."""
-    # The diagnostics' gradient code; imported here, as the diagnostics
-    # package imports this one.
-    from keras_harden.diagnostics import _core
-
-    loss, grads = _core.loss_and_gradients(model, x, y)
-    return _core.norm([g for g in grads if g is not None]), loss
+    loss, grads = _gradients.loss_and_gradients(model, x, y)
+    return _gradients.norm([g for g in grads if g is not None]), loss
 
 
 def seed_search(
