@@ -7,9 +7,8 @@ import numpy as np
 
 from keras_harden import _gradients
 from keras_harden._batches import iterate_batches
-from keras_harden._validation import check_bool, check_int
+from keras_harden._validation import check_int
 from keras_harden.diagnostics import _core
-from keras_harden.diagnostics.prescribe import harden
 from keras_harden.diagnostics.report import Report
 
 __all__ = ["diagnose"]
@@ -24,6 +23,11 @@ VANISHING_SPREAD = 1e-3
 VANISHING_GRAD_TO_WEIGHT = 1e-7
 ACTIVATION_GROWTH = 1e3
 
+_CHECKED = (
+    "For one remedy checked by short training trials against plain training: "
+    "`kh.harden(model, (x, y), optimizer, loss)`."
+)
+
 _ADVICE = {
     "exploding": [
         "Clip gradients: compile with "
@@ -35,6 +39,7 @@ _ADVICE = {
         "through depth.",
         "Survive what gets through: add `kh.diagnostics.SpikeGuard()` to "
         "`fit` (rolls back and lowers the learning rate).",
+        _CHECKED,
     ],
     "vanishing": [
         "Re-initialise: `kh.initializers.lsuv(model, x)` rescales every layer "
@@ -42,12 +47,14 @@ _ADVICE = {
         "`kh.initializers.DeltaOrthogonal()` keep deep plain nets trainable.",
         "Watch the early layers during training with "
         "`kh.diagnostics.GradientMonitor()`.",
+        _CHECKED,
     ],
     "non-finite": [
         "Skip bad steps instead of corrupting the weights: "
         "`kh.optimizers.HardenedOptimizer(optimizer, skip_nonfinite=True)`.",
         "Add `kh.diagnostics.SpikeGuard()` to `fit` to roll back to the last "
         "good weights, and check the inputs for NaN/Inf.",
+        _CHECKED,
     ],
     "healthy": [
         "Keep watching: `kh.diagnostics.GradientMonitor()` logs gradient "
@@ -146,9 +153,7 @@ def _fresh_optimizer(model):
     return keras.optimizers.SGD(0.01), "SGD(learning_rate=0.01) (model not compiled)"
 
 
-def diagnose(
-    model, data, loss=None, steps=10, batch_size=32, prescribe=False, optimizer=None
-):
+def diagnose(model, data, loss=None, steps=10, batch_size=32):
     """Runs a few forward/backward passes and says whether training is sane.
 
     On up to `steps` batches it computes the loss and the gradient of every
@@ -186,13 +191,6 @@ def diagnose(
             (rows in [0, 1] summing to 1). `report.loss_name` says which.
         steps: number of batches, >= 1.
         batch_size: batch size when `data` is arrays.
-        prescribe: bool; also run `kh.harden` on a copy of the model (so the
-            model stays untouched) and put the checked, concrete remedy first
-            in the recommendations and in `report.prescription` (its
-            `.optimizer`, and `.model`: the copy, with any change made).
-            Needs `(x, y)` arrays; costs a few short training trials.
-        optimizer: the optimizer to prescribe for; by default the model's
-            compiled optimizer, else `SGD(0.01)`.
 
     Returns:
         A `Report`.
@@ -210,12 +208,6 @@ def diagnose(
     """
     check_int("steps", steps, minimum=1)
     check_int("batch_size", batch_size, minimum=1)
-    check_bool("prescribe", prescribe)
-    if prescribe and not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise ValueError(
-            "`prescribe=True` needs `data` as an `(x, y)` pair of arrays (the "
-            f"trials split it). Received: data={type(data).__name__}"
-        )
     _check_visible(model)
     batches = list(
         iterate_batches(data, batch_size, steps, cycle=True, labels=True)
@@ -228,27 +220,7 @@ def diagnose(
     finally:
         for variable, value in zip(variables, saved, strict=True):
             variable.assign(value)
-    if prescribe:
-        _prescribe(report, model, data, loss_fn, optimizer, batch_size)
     return report
-
-
-def _prescribe(report, model, data, loss_fn, optimizer, batch_size):
-    """Runs `harden` on a copy of `model` and puts its choice first."""
-    if optimizer is None:
-        optimizer, _ = _fresh_optimizer(model)
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    loss_fn = loss_fn if loss_fn is not None else model.loss
-    rx = harden(copy, data, optimizer, loss_fn, batch_size=batch_size)
-    report.prescription = rx
-    report.recommendations.insert(
-        0,
-        f"Prescribed, checked by short trials against plain training: "
-        f"{rx.choice.description} ({rx.why}). `report.prescription.optimizer` "
-        "is that optimizer; `kh.harden(model, (x, y), optimizer, loss)` makes "
-        "it for your own model.",
-    )
 
 
 def _diagnose(model, batches, loss_fn, loss_name):

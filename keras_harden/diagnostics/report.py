@@ -44,10 +44,6 @@ class Report:
         loss_name: which loss was differentiated (the compiled one, the one
             given, or the default and why).
 
-    Attributes:
-        prescription: the `kh.harden` result when `diagnose(...,
-            prescribe=True)` ran it, else `None` (not part of the config).
-
     Example:
 
     >>> report = kh.diagnostics.diagnose(model, (x, y))  # doctest: +SKIP
@@ -87,7 +83,6 @@ class Report:
         self.optimizer = optimizer
         self.steps = steps
         self.loss_name = loss_name
-        self.prescription = None
 
     def get_config(self):
         return {
@@ -137,8 +132,6 @@ class Report:
         if self.recommendations:
             lines += ["", "### Recommendations", ""]
             lines += [f"- {r}" for r in self.recommendations]
-        if self.prescription is not None:
-            lines += ["", "### Prescription", "", self.prescription.to_markdown()]
         return "\n".join(lines) + "\n"
 
     def plot(self, path):
