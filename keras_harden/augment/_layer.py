@@ -6,90 +6,32 @@ of the images and the draws, as Keras's own image preprocessing layers do.
 The base `call` runs the pair; it handles the training switch, labels, single
 images and dtypes, so a layer writes only its draws and its transform.
 
-The family's maths goes through `ops` and `random` below, which stand for
+The family's maths goes through `ops` and `random`, which stand for
 `keras.ops` and `keras.random`: the session backend's, or TensorFlow's inside
 a `tf.data` graph under another backend (the one private Keras hook of the
-package; see `TENSORFLOW_BACKEND`).
+package, in `_backend.py`).
 """
 
 import importlib
 import sys
-import types
 import weakref
 
 import keras
 
 from keras_harden._validation import check_int
 
-# ---------------------------------------------------------------------------
-# Backend switch: TensorFlow ops inside tf.data, whatever the session backend.
-#
-# A `tf.data` map traces its function into a TensorFlow graph; the session
-# backend's ops (JAX, torch) cannot take its symbolic tensors. Keras's own
-# preprocessing layers switch to Keras's TensorFlow backend there, through a
-# private base class (`keras.src.layers.preprocessing.data_layer.DataLayer`,
-# Keras 3.15) and a private backend switcher
-# (`keras.src.utils.backend_utils.DynamicBackend`); Keras exports neither. We
-# reach the same TensorFlow backend module ourselves: `TENSORFLOW_BACKEND` is
-# the one private name the package uses (with `keras.random.SeedGenerator`'s
-# undocumented `backend` argument, for a TensorFlow generator), and a test
-# checks that both still provide what we call.
+# `ops` and `random` are also the layers' own: they import them from here.
+from keras_harden.augment._backend import (  # noqa: F401
+    TENSORFLOW_BACKEND,
+    in_foreign_tf_graph,
+    ops,
+    random,
+)
+from keras_harden.augment.ops import SIGNED, TRANSFORMS
 
-TENSORFLOW_BACKEND = "keras.src.backend.tensorflow"
-
-_TWINS = {}
+# TensorFlow seed generators for tf.data graphs, one per layer (see
+# `RandomLayer._seed`).
 _TF_SEED_GENERATORS = weakref.WeakKeyDictionary()
-
-
-def in_foreign_tf_graph():
-    """True while TensorFlow traces a graph (a `tf.data` map) and the session
-    backend is not TensorFlow: our ops must then be TensorFlow's. (Inside
-    `jax.jit`, TensorFlow executes eagerly: JAX ops.)"""
-    if keras.backend.backend() == "tensorflow" or "tensorflow" not in sys.modules:
-        return False
-    return not sys.modules["tensorflow"].executing_eagerly()
-
-
-def backend_name():
-    """The backend our ops run on now: the session's, or `"tensorflow"` inside
-    a `tf.data` graph."""
-    return "tensorflow" if in_foreign_tf_graph() else keras.backend.backend()
-
-
-def dynamic_shapes():
-    """Whether the per-image dispatch may use data-dependent shapes
-    (TensorFlow)."""
-    return backend_name() == "tensorflow"
-
-
-def tensorflow_twin(function):
-    """The TensorFlow backend's version of a public `keras.ops` or
-    `keras.random` function: `keras.ops.numpy.where` -> `<backend>.numpy.where`
-    (the public functions are thin wrappers over the backend's)."""
-    key = (function.__module__, function.__name__)
-    if key not in _TWINS:
-        backend = importlib.import_module(TENSORFLOW_BACKEND)
-        module = getattr(backend, function.__module__.rsplit(".", 1)[-1])
-        _TWINS[key] = getattr(module, function.__name__)
-    return _TWINS[key]
-
-
-class _Namespace:
-    """`keras.ops` (or `keras.random`, `keras.ops.image`) that answers with
-    TensorFlow's functions inside a `tf.data` graph under another backend."""
-
-    def __init__(self, public):
-        self._public = public
-
-    def __getattr__(self, name):
-        value = getattr(self._public, name)
-        if isinstance(value, types.ModuleType):
-            return _Namespace(value)
-        return tensorflow_twin(value) if in_foreign_tf_graph() else value
-
-
-ops = _Namespace(keras.ops)
-random = _Namespace(keras.random)
 
 
 # ---------------------------------------------------------------------------
@@ -125,8 +67,6 @@ def check_seed(seed):
 
 
 def check_operations(operations):
-    from keras_harden.augment.ops import TRANSFORMS
-
     if operations is None:
         return None
     unknown = [name for name in operations if name not in TRANSFORMS]
@@ -189,8 +129,6 @@ def pick(uniform, count):
 def signed_strengths(names, choice, magnitude, coin):
     """Strengths shaped like `choice`: `magnitude`, negated where `coin < 0.5`
     for the chosen operations that have a direction."""
-    from keras_harden.augment.ops import SIGNED
-
     signed = ops.convert_to_tensor([name in SIGNED for name in names])
     flip = ops.logical_and(ops.take(signed, choice), coin < 0.5)
     return magnitude * ops.where(flip, -1.0, 1.0)

@@ -6,7 +6,7 @@ per image, `v` of shape `(N,)` in `[-1, 1]`. Unsigned transforms use `|v|`;
 transforms that ignore the strength (auto-contrast, equalize, identity) take
 it anyway so that every entry of `TRANSFORMS` has the same signature. All maths
 goes through `keras.ops` (TensorFlow's own inside a `tf.data` graph under
-another backend, see `_layer.ops`), so the transforms run on every Keras
+another backend, see `_backend.ops`), so the transforms run on every Keras
 backend and in `tf.data`.
 
 `apply_per_image` applies a different transform to each image of a batch and
@@ -25,7 +25,7 @@ of 45% of the image side, a rotation of 30 degrees, an enhancement factor of
 
 import math
 
-from keras_harden.augment._layer import backend_name, dynamic_shapes, ops
+from keras_harden.augment._backend import backend_name, dynamic_shapes, ops
 
 MAX_SHEAR = 0.3
 MAX_TRANSLATE = 0.45

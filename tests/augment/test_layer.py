@@ -1,13 +1,7 @@
-"""The augmentation base module: shared helpers on hand-worked values, and the
-one private Keras hook (TensorFlow ops inside tf.data under other backends)."""
-
-import importlib
-import os
-import re
+"""The augmentation base module: shared helpers on hand-worked values."""
 
 import keras
 import numpy as np
-import pytest
 
 from keras_harden.augment import _layer as L
 
@@ -39,38 +33,3 @@ def test_cast_like_rounds_for_integer_dtypes():
     out = L.cast_like(np.array([1.4, 1.6, 254.5], "float32"), "uint8")
     assert keras.backend.standardize_dtype(out.dtype) == "uint8"
     np.testing.assert_array_equal(np.asarray(out), [1, 2, 254])
-
-
-def test_the_private_tensorflow_backend_hook_still_holds():
-    # The one private Keras name the package uses: Keras's TensorFlow backend
-    # module, whose functions stand in for keras.ops inside tf.data under
-    # other backends, and SeedGenerator's `backend` argument. If this fails,
-    # Keras has moved them: see "Known limits" in docs/augment.md.
-    pytest.importorskip("tensorflow")
-    module = importlib.import_module(L.TENSORFLOW_BACKEND)
-    used = [resolve(keras, name) for name in names_used_by_the_package()]
-    for function in used:
-        twin = L.tensorflow_twin(function)
-        assert callable(twin) and twin.__name__ == function.__name__, function
-    generator = keras.random.SeedGenerator(3, backend=module)
-    assert type(generator.state).__module__.startswith(L.TENSORFLOW_BACKEND)
-
-
-def names_used_by_the_package():
-    """Every `ops.<name>` and `random.<name>` the package's modules call."""
-    folder = os.path.dirname(L.__file__)
-    found = set()
-    for file in os.listdir(folder):
-        if file.endswith(".py"):
-            with open(os.path.join(folder, file), encoding="utf-8") as f:
-                found |= set(
-                    re.findall(r"\b((?:ops|random)\.[a-z_.]*[a-z_])\(", f.read())
-                )
-    assert {"ops.image.affine_transform", "random.uniform"} <= found
-    return sorted(found)
-
-
-def resolve(module, dotted):
-    for name in dotted.split("."):
-        module = getattr(module, name)
-    return module
