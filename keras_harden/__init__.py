@@ -10,8 +10,10 @@ Five families, one sub-package each:
   stacking).
 - `keras_harden.diagnostics`: monitors, guards and reports for explosions.
 
-Saving and export live in `keras_harden.saving` and are re-exported here, as
-is `harden` (`keras_harden.diagnostics.harden`), the one-call prescription.
+Above the families, `keras_harden.search` orchestrates them: `harden` (a
+learning-rate range test, then successive halving over the remedies, the
+winner trained) and `lr_range_test`, both re-exported here, as are saving and
+export from `keras_harden.saving`.
 """
 
 __version__ = "0.1.0"
@@ -24,8 +26,9 @@ from keras_harden import (  # noqa: E402
     fusion,
     initializers,
     optimizers,
+    search,
 )
-from keras_harden.diagnostics import harden  # noqa: E402
+from keras_harden.search import harden, lr_range_test  # noqa: E402
 from keras_harden.saving import export, load_model, save_model  # noqa: E402
 
 __all__ = [
@@ -39,6 +42,8 @@ __all__ = [
     "harden",
     "initializers",
     "load_model",
+    "lr_range_test",
     "optimizers",
     "save_model",
+    "search",
 ]

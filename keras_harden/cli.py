@@ -2,7 +2,7 @@
 
     keras-harden demo [--out saved_models/] [--quick]
     keras-harden diagnose MODEL.keras --data digits|DIR [--steps N] [--plot PNG]
-                 [--prescribe]
+                 [--prescribe] [--epochs N] [--save OUT.keras]
     keras-harden fuse A.keras B.keras ... --method uniform|greedy|ensemble|align
                  [--data digits|DIR] [--metric accuracy|crossentropy] -o OUT.keras
                  [--overwrite]
@@ -147,20 +147,35 @@ def _outputs_logits(model, x):
 
 
 def _cmd_diagnose(args):
+    import keras
+
     import keras_harden as kh
 
     model = _load(args.model)
     x, y = _load_data(args.data, model, args.model, split="train")
     report = kh.diagnostics.diagnose(model, (x, y), steps=args.steps)
-    if report.verdict != "healthy" or args.prescribe:
-        # the concrete remedy, checked by short training trials on a copy
-        report = kh.diagnostics.diagnose(
-            model, (x, y), steps=args.steps, prescribe=True
-        )
     print(f"# {args.model} on {args.data} ({report.loss_name})\n")
     print(report.to_markdown())
     if args.plot:
         print(f"plot: {report.plot(args.plot)}")
+    if report.verdict != "healthy" or args.prescribe:
+        # the concrete remedy, found by kh.harden's search on the loaded model
+        compiled = getattr(model, "optimizer", None)
+        optimizer = (
+            compiled
+            if compiled is not None
+            else keras.optimizers.SGD(0.01, momentum=0.9)
+        )
+        loss = getattr(
+            model, "loss", None
+        ) or keras.losses.SparseCategoricalCrossentropy(
+            from_logits=_outputs_logits(model, x)
+        )
+        rx = kh.harden(model, (x, y), optimizer, loss, epochs=args.epochs, verbose=0)
+        print("\n### Prescription\n")
+        print(rx.to_markdown())
+        if args.save:
+            print(f"saved: {kh.save_model(rx.model, args.save)}")
     return 0
 
 
@@ -363,8 +378,17 @@ def _parser():
     diagnose.add_argument(
         "--prescribe",
         action="store_true",
-        help="run kh.harden's trials even when the verdict is healthy (they "
-        "always run otherwise)",
+        help="run kh.harden's search even when the verdict is healthy (it "
+        "always runs otherwise)",
+    )
+    diagnose.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="the run kh.harden's winner trains for (default 1)",
+    )
+    diagnose.add_argument(
+        "--save", help="write the model trained by kh.harden's winner here (.keras)"
     )
     diagnose.set_defaults(func=_cmd_diagnose)
 

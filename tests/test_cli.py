@@ -349,7 +349,7 @@ def test_diagnose_prints_a_report_and_plot(models, tmp_path, capsys):
 @pytest.mark.slow
 def test_diagnose_prints_the_prescription_when_unhealthy(tmp_path, capsys):
     # 8 ReLU layers, He init x1.5: exploding; the report ends with the
-    # remedy kh.harden checked by trials
+    # remedy kh.harden's search found, and the model it trained is saved
     init = keras.initializers.VarianceScaling(2.0 * 1.5**2, seed=0)
     layers = [keras.Input((8, 8, 1)), keras.layers.Flatten()]
     layers += [
@@ -357,11 +357,14 @@ def test_diagnose_prints_the_prescription_when_unhealthy(tmp_path, capsys):
     ]
     model = keras.Sequential([*layers, keras.layers.Dense(10)])
     path = kh.save_model(model, tmp_path / "exploding.keras")
-    assert main(["diagnose", path, "--data", "digits", "--steps", "3"]) == 0
+    out = tmp_path / "hardened.keras"
+    args = ["diagnose", path, "--data", "digits", "--steps", "3", "--save", str(out)]
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert "Diagnosis: **exploding**" in text
     assert "### Prescription" in text and "**Prescription:" in text
-    assert "- Prescribed, checked by short trials" in text
+    assert "Successive halving over" in text and f"saved: {out}" in text
+    assert kh.load_model(out).count_params() == model.count_params()
 
 
 def test_diagnose_on_an_image_folder(models, tmp_path, capsys, digits):

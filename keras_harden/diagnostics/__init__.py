@@ -6,22 +6,16 @@
   NaN/Inf or a loss spike, lowers the learning rate and carries on.
 - `diagnose`: a few forward/backward passes that leave the model untouched and
   return a `Report` (verdict, layers responsible, recommendations).
-- `harden`: measures the first steps, trains short trials of the remedies
-  that fit and returns the optimizer (and model change) that trained best.
 """
 
 from keras_harden.diagnostics.diagnose import diagnose
 from keras_harden.diagnostics.gradient_monitor import GradientMonitor
-from keras_harden.diagnostics.prescribe import Prescription, Trial, harden
 from keras_harden.diagnostics.report import Report
 from keras_harden.diagnostics.spike_guard import SpikeGuard
 
 __all__ = [
     "GradientMonitor",
-    "Prescription",
     "Report",
     "SpikeGuard",
-    "Trial",
     "diagnose",
-    "harden",
 ]

@@ -298,12 +298,16 @@ def harden(
         deep_plain=is_deep_plain(model),
         suggested_rate=None if test is None else test.suggested_rate,
     )
-    sample = _lsuv_sample(stream) if any(c.reinit for c in candidates) else None
+    reinitialised = None  # lsuv's weights, computed once for every candidate
+    if any(c.reinit for c in candidates):
+        reference = _copies.copy_model(model)
+        lsuv(reference, _lsuv_sample(stream), seed=seed)
+        reinitialised = reference.get_weights()
     contestants = []
     for candidate in candidates:
         copy = _copies.copy_model(model)
         if candidate.reinit:
-            lsuv(copy, sample, seed=seed)
+            copy.set_weights(reinitialised)
         copy.compile(
             optimizer=make_optimizer(candidate, type(optimizer), config), loss=loss_fn
         )
