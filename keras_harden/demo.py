@@ -1,7 +1,8 @@
 """The walk-through behind `keras-harden demo` (`make demo`).
 
-On the digits: a deep plain ReLU net that diverges, the same net hardened
-(initializer, AGC, augmentation, SpikeGuard), fine-tunes merged into one
+On the digits: a deep plain ReLU net that diverges, `kh.harden`'s search on
+the same setup, the net hardened by hand (initializer, AGC, augmentation,
+SpikeGuard), fine-tunes merged into one
 greedy soup, saved, exported and reloaded; a results table and plots in
 `out`. `run(out, quick=True)` is the short version the tests use.
 """
@@ -154,8 +155,8 @@ def run(out, quick=False):
     from keras_harden.fusion.soup import accuracy
 
     os.makedirs(out, exist_ok=True)
-    epochs_plain, epochs_hard, epochs_tune, n_tunes = (
-        (2, 4, 1, 3) if quick else (10, 20, 4, 5)
+    epochs_plain, epochs_search, epochs_hard, epochs_tune, n_tunes = (
+        (2, 2, 4, 1, 3) if quick else (10, 10, 20, 4, 5)
     )
     start_all = time.time()
     keras.utils.set_random_seed(0)
@@ -223,7 +224,32 @@ def run(out, quick=False):
     )
     print(f"-> diverged: {'yes' if plain_diverged else 'no'}")
 
-    print("\n== 2. the same net and optimizer, hardened ==")
+    print("\n== 2. kh.harden: a search for the remedy, on the same setup ==")
+    searched = _demo_net(he_times(1.5), name="searched")
+    t = time.time()
+    rx = kh.harden(
+        searched,
+        (x, y),
+        keras.optimizers.SGD(DEMO_LR, momentum=0.9),
+        loss,
+        epochs=epochs_search,
+        validation_data=(x_val, y_val),
+        verbose=2,
+    )
+    rows.append(
+        (
+            f"kh.harden: {rx.choice.name}",
+            test_accuracy(searched),
+            False,
+            time.time() - t,
+        )
+    )
+    print(rx)
+    with open(os.path.join(out, "demo_harden.md"), "w") as f:
+        f.write(rx.to_markdown())
+    rx.plot(os.path.join(out, "demo_harden.png"))
+
+    print("\n== 3. the same net and optimizer, hardened by hand ==")
     print(
         "kh.initializers.DeltaOrthogonal(gain=sqrt(2)) init, "
         "kh.optimizers.AdaptiveGradientClipping(SGD), "
@@ -271,7 +297,7 @@ def run(out, quick=False):
     )
     print(f"-> SpikeGuard rollbacks: {len(guard.events)}")
 
-    print(f"\n== 3. {n_tunes} fine-tunes of the hardened net, one greedy soup ==")
+    print(f"\n== 4. {n_tunes} fine-tunes of the hardened net, one greedy soup ==")
     # Each fine-tune starts from the hardened net's weights and optimizer
     # state with its own learning rate and data order. They reuse the trained
     # model object (restoring its state each time), so the training step is
@@ -321,7 +347,7 @@ def run(out, quick=False):
         )
     )
 
-    print("\n== 4. save, export, reload ==")
+    print("\n== 5. save, export, reload ==")
     # the demo replaces its own earlier outputs, never anything else
     keras_path = kh.save_model(
         soup, os.path.join(out, "demo_soup.keras"), overwrite=True
@@ -342,7 +368,7 @@ def run(out, quick=False):
         print(f"{path}: max |reloaded - soup| = {diffs[label]:.2e}")
     match = all(d <= 1e-4 for d in diffs.values())
 
-    print("\n== 5. results (digits test set, 450 images) ==")
+    print("\n== 6. results (digits test set, 450 images) ==")
     loss_png = os.path.join(out, "demo_loss.png")
     grad_png = os.path.join(out, "demo_grad_norm.png")
     _plot_demo(loss_png, grad_png, plots)
@@ -351,6 +377,9 @@ def run(out, quick=False):
         f"reloaded .keras and SavedModel outputs match the soup: "
         f"{'yes' if match else 'NO'}"
     )
-    print(f"plots: {loss_png}, {grad_png}, {os.path.join(out, 'demo_diagnosis.png')}")
+    print(
+        f"plots: {loss_png}, {grad_png}, {os.path.join(out, 'demo_diagnosis.png')}, "
+        f"{os.path.join(out, 'demo_harden.png')}"
+    )
     print(f"total time: {time.time() - start_all:.1f} s")
     return match

@@ -36,6 +36,8 @@ SLOW = [
     ("README.md", "StochasticWeightAveraging(start_epoch=15"),
     ("README.md", "seed_search("),
     ("README.md", "kh.harden("),
+    ("docs/search.md", "kh.harden("),
+    ("docs/search.md", "kh.lr_range_test("),
     ("docs/initializers.md", "seed_search("),
     ("docs/initializers.md", "for _ in range(64)"),
 ]

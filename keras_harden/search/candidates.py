@@ -56,15 +56,15 @@ def build_candidates(
     Rates: the given `rate`, a third and a tenth of it, and the range test's
     `suggested_rate` when that lies more than 2x below the tenth (the given
     rate is far past stable). Clips: none, a global clip at `clip_norm` (the
-    gradient norm of healthy steps) and AGC; for a deep plain net, none and
-    AGC, each without and with `lsuv` re-initialisation.
+    gradient norm of healthy steps) and AGC; for a deep plain net, none, AGC
+    and AGC after `lsuv` re-initialisation.
 
     >>> [c.name for c in build_candidates(0.3, "SGD", clip_norm=2.0)]
     ... # doctest: +NORMALIZE_WHITESPACE
     ['plain', 'lr 0.1', 'lr 0.03', 'clip 2', 'lr 0.1, clip 2', 'lr 0.03, clip 2',
      'agc', 'lr 0.1, agc', 'lr 0.03, agc']
     >>> len(build_candidates(0.3, "SGD", deep_plain=True, suggested_rate=0.001))
-    16
+    12
     """
     rates = [None]
     if rate is not None and rate > 0:
@@ -73,7 +73,7 @@ def build_candidates(
             rates.append(suggested_rate)
     usable_clip = clip_norm is not None and math.isfinite(clip_norm) and clip_norm > 0
     if deep_plain:
-        kinds = [("none", False), ("agc", False), ("none", True), ("agc", True)]
+        kinds = [("none", False), ("agc", False), ("agc", True)]
     else:
         kinds = [("none", False)] + ([("global", False)] if usable_clip else [])
         kinds.append(("agc", False))

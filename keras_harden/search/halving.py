@@ -32,18 +32,16 @@ def schedule(total_steps, n_candidates, eta=3, min_steps=1):
     With `k = floor(log_eta(n_candidates)) + 1` rounds, round `i`
     (from 0) ends at `total_steps / eta**(k - 1 - i)` and keeps
     `ceil(n_candidates / eta**(i + 1))` candidates, the last two 1 (the last
-    round trains the winner alone). A round that would end before
-    `min_steps` ends there instead, unless that reaches the next round's end:
-    then the two merge, and a short run has fewer, longer rounds.
+    round trains the winner alone). While the first round would end before
+    `min_steps`, there is one round fewer: a short run has fewer, longer
+    rounds.
 
     >>> schedule(900, 9)                 # 9 -> 3 -> 1, ending at 100, 300, 900
     [Round(end=100, keep=3), Round(end=300, keep=1), Round(end=900, keep=1)]
     >>> schedule(900, 12)                # 12 -> 4 -> 1
     [Round(end=100, keep=4), Round(end=300, keep=1), Round(end=900, keep=1)]
-    >>> schedule(68, 12, min_steps=10)   # 68 / 9 < 10: the first round ends at 10
-    [Round(end=10, keep=4), Round(end=23, keep=1), Round(end=68, keep=1)]
-    >>> schedule(20, 9, min_steps=8)     # 20 / 9 -> 8 passes 20 / 3: merged
-    [Round(end=8, keep=1), Round(end=20, keep=1)]
+    >>> schedule(68, 12, min_steps=10)   # 68 / 9 < 10: two rounds
+    [Round(end=23, keep=1), Round(end=68, keep=1)]
     >>> schedule(50, 1)
     [Round(end=50, keep=1)]
     """
@@ -53,23 +51,15 @@ def schedule(total_steps, n_candidates, eta=3, min_steps=1):
             f"total_steps={total_steps}, n_candidates={n_candidates}"
         )
     k = math.floor(math.log(n_candidates, eta) + 1e-9) + 1
+    # fewer, longer rounds when the first would be shorter than `min_steps`
+    while k > 1 and total_steps / eta ** (k - 1) < min_steps:
+        k -= 1
     rounds = []
     for i in range(k):
         end = max(1, round(total_steps / eta ** (k - 1 - i)))
         keep = 1 if i >= k - 2 else math.ceil(n_candidates / eta ** (i + 1))
         rounds.append(Round(end, keep))
     rounds[-1] = Round(total_steps, 1)
-    # a round shorter than `min_steps` is lengthened to it; one that would
-    # then reach the next round's end merges into it
-    merged = []
-    for i, planned in enumerate(rounds):
-        end = min(max(planned.end, min_steps), total_steps)
-        if i < len(rounds) - 1 and end >= rounds[i + 1].end:
-            continue
-        if merged and end <= merged[-1].end:
-            continue
-        merged.append(Round(end, planned.keep))
-    rounds = merged
     return rounds
 
 

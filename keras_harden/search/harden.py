@@ -311,6 +311,9 @@ def harden(
         copy.compile(
             optimizer=make_optimizer(candidate, type(optimizer), config), loss=loss_fn
         )
+        # built here, its variables are not created inside the first traced
+        # step, which TensorFlow would then trace twice
+        copy.optimizer.build(copy.trainable_variables)
         contestants.append(Contestant(candidate, copy))
 
     # 4. successive halving, in lockstep on one stream of batches

@@ -176,6 +176,7 @@ def run_range_test(model, stream, optimizer, loss, rates, smoothing, reference_r
     inner = type(optimizer).from_config(config)
     hardened = HardenedOptimizer(inner)
     copy.compile(optimizer=hardened, loss=loss)
+    copy.optimizer.build(copy.trainable_variables)  # not inside the first trace
     losses, norms = [], []
     smoothed = lowest = None
     batches = stream.batches()
