@@ -28,8 +28,8 @@ from keras_harden import (  # noqa: E402
     optimizers,
     search,
 )
-from keras_harden.search import harden, lr_range_test  # noqa: E402
 from keras_harden.saving import export, load_model, save_model  # noqa: E402
+from keras_harden.search import harden, lr_range_test  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -209,7 +209,9 @@ def test_candidates_for_a_deep_plain_net_include_reinitialisation():
     )
     assert not is_deep_plain(normalised)
     names = [c.name for c in build_candidates(0.1, "SGD", 1.0, deep_plain=True)]
-    assert names[0] == "plain" and "agc, lsuv" in names and "lr 0.01, agc, lsuv" in names
+    assert (
+        names[0] == "plain" and "agc, lsuv" in names and "lr 0.01, agc, lsuv" in names
+    )
     # a rate far past stable adds the range test's suggestion
     names = [c.name for c in build_candidates(3.0, "SGD", 1.0, suggested_rate=0.01)]
     assert "lr 0.01, agc" in names and len(names) == 12
