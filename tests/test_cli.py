@@ -65,6 +65,8 @@ def test_demo_quick_through_the_entry_point(tmp_path):
         "demo_grad_norm.png",
         "demo_diagnosis.png",
         "demo_diagnosis.md",
+        "demo_harden.md",
+        "demo_harden.png",
     ):
         assert (out / name).is_file(), name
     assert (out / "demo_soup_savedmodel" / "saved_model.pb").is_file()
@@ -81,6 +83,10 @@ def test_demo_quick_through_the_entry_point(tmp_path):
     soup = next(v for k, v in rows.items() if k.startswith("greedy soup"))
     assert plain[1].strip() == "yes" and hardened[1].strip() == "no"
     assert float(hardened[0]) > float(plain[0]) + 0.3
+    # kh.harden's search on the same unstable setup trains it, and says how
+    assert "**Prescription:" in text and "Successive halving over" in text
+    searched = next(v for k, v in rows.items() if k.startswith("kh.harden"))
+    assert searched[1].strip() == "no" and float(searched[0]) > float(plain[0]) + 0.3
     assert float(soup[0]) > 0.5
     assert "outputs match the soup: yes" in text
     # the files written are what the demo says: reload and compare

@@ -92,6 +92,7 @@ def build_candidates(
                 words.append("with adaptive gradient clipping")
             if reinit:
                 parts.append("lsuv")
+                words[-1] += ","
                 words.append("kernels re-initialised by lsuv")
             candidates.append(
                 Candidate(

@@ -141,8 +141,11 @@ def test_harden_takes_a_dataset_and_a_py_dataset_alike(digits):
         assert rx.run_steps == 28  # 2 epochs of 448 / 32 batches
         outcomes.append((rx.choice.name, model.get_weights()))
     assert outcomes[0][0] == outcomes[1][0]
+    # the same batches in the same order: the same training (bit for bit on
+    # TensorFlow; on JAX's CPU kernels the two runs were measured to differ
+    # by up to 3e-4 after 28 steps, where other batches differ by ~1e-1)
     for a, b in zip(outcomes[0][1], outcomes[1][1], strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-3)
 
 
 def test_harden_refuses_bad_data_before_training(digits):
