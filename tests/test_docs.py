@@ -193,6 +193,11 @@ def _diagnostics():
     return {"x": x, "y": y, "model": model}
 
 
+def _search():
+    x, y, _, _ = _digits(n=320)
+    return {"x": x, "y": y, "model": _small_net(softmax=True)}
+
+
 def _fusion():
     x, y, x_val, y_val = _digits(n=128, n_val=64)
 
@@ -243,6 +248,7 @@ PRELUDES = {
     "docs/fusion.md": _fusion,
     "docs/initializers.md": _initializers,
     "docs/optimizers.md": _optimizers,
+    "docs/search.md": _search,
 }
 
 
