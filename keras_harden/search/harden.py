@@ -345,7 +345,7 @@ def harden(
         )
         for index in alive:
             if index not in kept:
-                contestants[index].stopped_at = step
+                contestants[index].stop(step)
         progress.round_ends(
             [contestants[i].name for i in kept],
             [contestants[i].name for i in alive if i not in kept],
@@ -353,15 +353,18 @@ def harden(
         alive = kept
     winner = contestants[_winner(alive, contestants)]
 
-    # 5. the winner's weights and optimizer state into the user's model
-    model.set_weights(winner.model.get_weights())
+    # 5. the winner's weights and optimizer state into the user's model (when
+    # every candidate diverged, the model keeps its initial weights)
     prescribed = make_optimizer(winner.candidate, type(optimizer), config)
+    if winner.model is not None:
+        model.set_weights(winner.model.get_weights())
     model.compile(optimizer=prescribed, loss=loss, metrics=metrics)
     model.optimizer.build(model.trainable_variables)
-    for target, source in zip(
-        model.optimizer.variables, winner.model.optimizer.variables, strict=True
-    ):
-        target.assign(source)
+    if winner.model is not None:
+        for target, source in zip(
+            model.optimizer.variables, winner.model.optimizer.variables, strict=True
+        ):
+            target.assign(source)
     return Prescription(
         optimizer=prescribed,
         model=model,

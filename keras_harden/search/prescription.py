@@ -16,7 +16,7 @@ class Contestant:
 
     Attributes:
         candidate: the `Candidate` (rate, clip, re-initialisation).
-        model: its copy of the model.
+        model: its copy of the model (None once it stopped).
         losses: training loss per step.
         held_out: one dict per round it finished: `step`, `score`, `loss`
             and, for a classifier, `accuracy`.
@@ -49,6 +49,12 @@ class Contestant:
         self.losses.append(value)
         if not math.isfinite(value):
             self.diverged = True
+
+    def stop(self, step):
+        """Out of the search after `step`: its copy of the model is let go
+        (memory), its curve and scores stay."""
+        self.stopped_at = step
+        self.model = None
 
     def recent_loss(self, window=10):
         recent = [v for v in self.losses[-window:] if math.isfinite(v)]

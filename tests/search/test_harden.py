@@ -220,3 +220,17 @@ def test_candidates_for_a_deep_plain_net_include_reinitialisation():
     assert "lr 0.01, agc" in names and len(names) == 12
     # near the given rates it adds nothing: 0.2 is not below 0.3 / 2
     assert len(build_candidates(3.0, "SGD", 1.0, suggested_rate=0.2)) == 9
+
+
+def test_harden_when_every_candidate_diverges_keeps_the_initial_weights():
+    # NaN from the first step (a kernel of Inf): every candidate is out at
+    # once, the model keeps its weights and the report says so.
+    x = np.ones((64, 4), np.float32)
+    y = np.zeros(64, np.int32)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    kernel, bias = model.get_weights()
+    model.set_weights([np.full_like(kernel, np.inf), bias])
+    rx = kh.harden(model, (x, y), keras.optimizers.SGD(0.1), LOSS, epochs=2, verbose=0)
+    assert all(c.diverged for c in rx.contestants)
+    assert rx.choice is rx.plain and "every candidate diverged" in rx.why
+    assert np.all(np.isinf(model.get_weights()[0]))
