@@ -15,10 +15,21 @@ import keras
 from keras_harden import optimizers as kho
 from keras_harden.search import _copies
 
-__all__ = ["Candidate", "build_candidates", "is_deep_plain", "make_optimizer"]
+__all__ = [
+    "Candidate",
+    "build_candidates",
+    "clip_threshold",
+    "is_deep_plain",
+    "make_optimizer",
+]
 
 # The rates a careful user tries by hand: the given one, a third, a tenth.
 RATE_FACTORS = (1.0, 1 / 3, 1 / 10)
+# One plain SGD step at the given rate should move the weights by at most
+# this fraction of their norm; a measured gradient norm more than
+# `_EXPLODED` times the norm that does so is itself exploded.
+_STEP_FRACTION = 0.01
+_EXPLODED = 10.0
 # With at least this many kernel layers and no normalisation layer, a model
 # is a deep plain net: re-initialising its kernels (lsuv) is a candidate.
 DEEP_PLAIN_DEPTH = 8
@@ -46,6 +57,30 @@ class Candidate(NamedTuple):
 
 def _short(value):
     return f"{value:.3g}"
+
+
+def clip_threshold(healthy_norm, weight_norm, rate):
+    """The global clip to try: the gradient norm of the healthy steps, unless
+    that norm is itself exploded.
+
+    A plain SGD step of norm `rate * g` moves weights of norm `weight_norm`
+    by the fraction `rate * g / weight_norm`; at `g = 0.01 * weight_norm /
+    rate` that is 1%. A measured norm more than 10x that (a net exploding
+    from its first step, where no step is healthy) is replaced by it.
+
+    >>> clip_threshold(3.0, 30.0, 0.5)   # 1% step at 0.6: 3 is within 10x
+    3.0
+    >>> clip_threshold(8e6, 20.0, 0.01)  # 1% step at 20: 8e6 is exploded
+    20.0
+    >>> clip_threshold(3.0, 30.0, None)  # no rate to compare with
+    3.0
+    """
+    if rate is None or not rate > 0 or not weight_norm > 0:
+        return healthy_norm
+    step_norm = _STEP_FRACTION * weight_norm / rate
+    if math.isfinite(healthy_norm) and healthy_norm <= _EXPLODED * step_norm:
+        return healthy_norm
+    return step_norm
 
 
 def build_candidates(

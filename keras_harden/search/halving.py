@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Round", "beats", "schedule", "survivors"]
+__all__ = ["Round", "beats", "rank_scores", "schedule", "survivors"]
 
 
 class Round(NamedTuple):
@@ -88,6 +88,45 @@ def beats(challenger, incumbent, z=2.0):
         return mean > 0
     stderr = float(np.std(diff, ddof=1)) / math.sqrt(diff.size)
     return mean > 0 and mean > z * stderr
+
+
+def rank_scores(scores, losses, per_example, z=2.0):
+    """Scores that rank a classifier's candidates by accuracy, with held-out
+    accuracies within the noise of the best counted as ties that the lower
+    held-out loss breaks.
+
+    Early in training, or when every candidate is still near chance, the
+    accuracies differ by noise while the losses already tell a net that is
+    learning from one that is not. A candidate the best `beats` (on
+    `per_example` correctness) ranks below every tie.
+
+    Args:
+        scores: held-out accuracy per candidate (`-inf`: diverged).
+        losses: held-out loss per candidate.
+        per_example: per-example correctness per candidate (None if diverged).
+
+    Returns:
+        A score per candidate, higher is better, for `survivors`.
+
+    >>> rank_scores([0.10, 0.12, 0.11], [9e3, 2.3, 2.2],
+    ...             [[0] * 90 + [1] * 10, [0] * 88 + [1] * 12, [0] * 89 + [1] * 11])
+    [-9000.0, -2.3, -2.2]
+    >>> rank_scores([0.1, 0.9], [0.5, 1.0], [[0] * 9 + [1], [0] + [1] * 9], z=1.0)
+    [-1000000000.5, -1.0]
+    """
+    finite = [i for i, s in enumerate(scores) if math.isfinite(s)]
+    if not finite:
+        return [-math.inf] * len(scores)
+    best = max(finite, key=lambda i: (scores[i], -i))
+    ranked = []
+    for i, score in enumerate(scores):
+        if not math.isfinite(score):
+            ranked.append(-math.inf)
+        elif i == best or not beats(per_example[best], per_example[i], z):
+            ranked.append(-float(losses[i]))
+        else:  # significantly less accurate: below every tie
+            ranked.append(-1e9 - float(losses[i]))
+    return ranked
 
 
 def survivors(scores, keep, protected=None, per_example=None, z=2.0):

@@ -27,11 +27,13 @@ import time
 import keras
 import numpy as np
 
+from keras_harden import _gradients
 from keras_harden._validation import check_int, check_number
 from keras_harden.initializers import lsuv
 from keras_harden.search import _copies, _data, halving, range_test
 from keras_harden.search.candidates import (
     build_candidates,
+    clip_threshold,
     is_deep_plain,
     make_optimizer,
 )
@@ -95,11 +97,9 @@ class _Scorer:
         labels = self.y if self.kind == "sparse" else np.argmax(self.y, -1)
         correct = (np.argmax(predictions, -1) == np.reshape(labels, -1)).astype(float)
         accuracy = float(np.mean(correct))
-        # accuracy decides; equal accuracies go to the lower loss
-        score = accuracy - 1e-6 * loss / (1.0 + loss)
         return {
             "per_example": correct,
-            "score": score,
+            "score": accuracy,
             "loss": loss,
             "accuracy": accuracy,
         }
@@ -294,7 +294,11 @@ def harden(
     candidates = build_candidates(
         rate,
         type(optimizer).__name__,
-        clip_norm=None if test is None else test.healthy_gradient_norm(),
+        clip_norm=None
+        if test is None
+        else clip_threshold(
+            test.healthy_gradient_norm(), _gradients.norm(model.get_weights()), rate
+        ),
         deep_plain=is_deep_plain(model),
         suggested_rate=None if test is None else test.suggested_rate,
     )
@@ -340,6 +344,12 @@ def harden(
             for i in range(len(contestants))
         ]
         per_example = [c.last_per_example for c in contestants]
+        if scorer.kind is not None:  # accuracies within noise: loss decides
+            losses = [
+                c.held_out[-1].get("loss", math.inf) if i in alive else math.inf
+                for i, c in enumerate(contestants)
+            ]
+            scores = halving.rank_scores(scores, losses, per_example, z=_NOISE_Z)
         kept = halving.survivors(
             scores, planned.keep, protected=0, per_example=per_example, z=_NOISE_Z
         )

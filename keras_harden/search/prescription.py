@@ -140,7 +140,11 @@ class Prescription:
                 "every candidate diverged: look for NaN/Inf-prone layers or "
                 "data, or lower the learning rate further"
             )
-        finalists = [c for c in self.contestants if c.stopped_at is None]
+        finalists = [
+            c
+            for c in self.contestants
+            if c.held_out and c.held_out[-1]["step"] == self.run_steps
+        ]
         if choice is plain:
             rivals = [c for c in finalists if c is not plain]
             if not rivals:
@@ -195,10 +199,12 @@ class Prescription:
                 outcome = "**chosen**"
             elif contestant.diverged:
                 outcome = "diverged"
+            elif contestant.stopped_at == self.run_steps:
+                outcome = "finalist"
             elif contestant.stopped_at is not None:
                 outcome = f"stopped at {contestant.stopped_at}"
             else:
-                outcome = "finalist"
+                outcome = "-"
             lines.append(
                 f"| {contestant.description} | " + " | ".join(cells) + f" | {outcome} |"
             )

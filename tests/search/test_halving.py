@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from keras_harden.search.halving import Round, beats, schedule, survivors
+from keras_harden.search.halving import Round, beats, rank_scores, schedule, survivors
 
 
 def test_schedule_nine_candidates_thirds():
@@ -60,3 +60,23 @@ def test_survivors_protects_plain_unless_beaten():
     assert survivors([-math.inf, 0.5, float("nan")], keep=2, protected=0) == [1]
     # ties go to the lower index (the less invasive candidate)
     assert survivors([0.5, 0.9, 0.9, 0.9], keep=2) == [1, 2]
+
+
+def test_rank_scores_lets_the_loss_break_accuracy_ties():
+    # 150 held-out examples, 15, 17 and 18 right: the best (2) is 3 examples
+    # ahead of 0: d = 1 on 3, 0 on 147: mean 0.02, sd = sqrt((3 * 0.98^2 +
+    # 147 * 0.02^2) / 149) = 0.1404, se = 0.0115; 0.02 < 2 se = 0.023: a tie,
+    # as is 1 (one example behind). The lowest loss (1: 2.2) ranks first.
+    correct = [[1] * 15 + [0] * 135, [1] * 17 + [0] * 133, [1] * 18 + [0] * 132]
+    ranked = rank_scores([0.10, 0.113, 0.12], [9e3, 2.2, 2.3], correct)
+    assert ranked == [-9e3, -2.2, -2.3]
+    assert survivors(ranked, keep=1) == [1]
+    # 60 examples more of 150 is far beyond the noise: accuracy decides
+    # (mean 0.4, sd 0.49, se 0.04), however low the worse one's loss.
+    clear = [[0] * 150, [1] * 60 + [0] * 90]
+    ranked = rank_scores([0.0, 0.4], [0.1, 5.0], clear)
+    assert survivors(ranked, keep=1) == [1]
+    # a diverged candidate stays out
+    assert (
+        rank_scores([-math.inf, 0.5], [math.inf, 1.0], [None, [1, 0]])[0] == -math.inf
+    )
