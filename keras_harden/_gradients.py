@@ -4,8 +4,9 @@ Keras 3 has no backend-agnostic "give me the gradient" call (callbacks never
 see gradients), so whatever needs them outside a training step — the
 diagnostics, the seed search, the search above the families — calls
 `loss_and_gradients` here: a `tf.GradientTape` on TensorFlow, a jitted
-`jax.value_and_grad` (cached per model and loss) on JAX. Results come back as
-NumPy copies.
+`jax.value_and_grad` (cached per model and loss) on JAX. The attacks call
+`loss_and_input_gradients`, the gradient with respect to the inputs instead
+of the weights. Results come back as NumPy copies.
 """
 
 import math
@@ -14,7 +15,7 @@ import weakref
 import keras
 import numpy as np
 
-__all__ = ["loss_and_gradients", "norm"]
+__all__ = ["loss_and_gradients", "loss_and_input_gradients", "norm"]
 
 
 def norm(arrays):
@@ -131,4 +132,123 @@ def loss_and_gradients(model, x, y, loss_fn=None):
     return (
         float(keras.ops.convert_to_numpy(value)),
         [None if g is None else np.array(keras.ops.convert_to_numpy(g)) for g in grads],
+    )
+
+
+_TF_INPUT_FUNCTIONS = weakref.WeakKeyDictionary()
+_JAX_INPUT_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _input_gradient_function(model, loss_fn, x, y):
+    """A compiled `(trainable, non_trainable, x, y) -> (losses, gradient,
+    outputs)` for `model` in inference mode, cached per model and loss: a
+    `tf.function` on TensorFlow (traced once for any batch size, with the
+    variables read when it runs: the two first arguments are ignored), a
+    jitted `jax.value_and_grad` through `stateless_call` on JAX (compiled
+    once per batch shape). The function holds the model weakly, so the cache
+    does not keep it alive."""
+    backend = keras.backend.backend()
+    cache = _TF_INPUT_FUNCTIONS if backend == "tensorflow" else _JAX_INPUT_FUNCTIONS
+    per_model = cache.setdefault(model, {})
+    key = id(loss_fn)
+    if backend == "tensorflow":  # one signature per input and target layout
+        key = (key, tuple(x.shape[1:]), str(x.dtype), tuple(y.shape[1:]), str(y.dtype))
+    if key in per_model:
+        return per_model[key][1]
+    model_ref = weakref.ref(model)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        signature = [
+            tf.TensorSpec((None, *v.shape[1:]), v.dtype, name=name)
+            for name, v in (("x", x), ("y", y))
+        ]
+
+        @tf.function(input_signature=signature)
+        def tf_compute(x, y):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                outputs = model_ref()(x, training=False)
+                losses = loss_fn(y, outputs)
+                total = tf.reduce_sum(losses)
+            return losses, tape.gradient(total, x), outputs
+
+        def function(trainable, non_trainable, x, y):
+            del trainable, non_trainable  # the tf.function reads the variables
+            return tf_compute(x, y)
+
+    else:
+        import jax
+
+        def compute(trainable, non_trainable, x, y):
+            outputs, _ = model_ref().stateless_call(
+                trainable, non_trainable, x, training=False
+            )
+            losses = loss_fn(y, outputs)
+            return keras.ops.sum(losses), (losses, outputs)
+
+        grad = jax.jit(jax.value_and_grad(compute, argnums=2, has_aux=True))
+
+        def function(trainable, non_trainable, x, y):
+            (_, (losses, outputs)), gradient = grad(trainable, non_trainable, x, y)
+            return losses, gradient, outputs
+
+    per_model[key] = (loss_fn, function)
+    return function
+
+
+def loss_and_input_gradients(model, x, y, loss_fn):
+    """Per-example losses and their gradient with respect to the inputs.
+
+    The forward pass runs in inference mode (`training=False`: dropout off,
+    batch norm on its moving statistics) and changes no state. The
+    per-example losses are summed before differentiating, so row `i` of the
+    gradient is the gradient of example `i`'s own loss, whatever the batch
+    size. The model's own losses (regularizers) are not added. The compiled
+    function is cached per model and loss (pass the same `loss_fn` object to
+    reuse it).
+
+    Args:
+        model: a built single-input Keras model.
+        x: one batch of inputs (an array; cast to the model's float type by
+            the caller).
+        y: the targets of that batch, in the form `loss_fn` takes.
+        loss_fn: `(y_true, y_pred) -> per-example losses` of shape `(batch,)`,
+            written with `keras.ops`.
+
+    Returns:
+        `(losses, gradient, outputs)`, NumPy arrays: the per-example losses
+        `(batch,)`, `d sum(losses) / dx` of `x`'s shape, and the model's
+        outputs on `x`.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")
+    >>> model = keras.Sequential([keras.Input((2,)), dense])
+    >>> x = np.array([[1.0, 2.0], [3.0, 0.0]], "float32")
+    >>> def squared(y, out):  # (x . w - y)^2 per example; w = (1, 1)
+    ...     return keras.ops.squeeze((out - y) ** 2, -1)
+    >>> losses, grad, outputs = loss_and_input_gradients(
+    ...     model, x, np.zeros((2, 1), "float32"), squared)
+    >>> # x . w = [3, 3]; loss = [9, 9]; d/dx (x . w)^2 = 2 (x . w) w = [6, 6]
+    >>> losses.tolist(), grad.tolist(), outputs.tolist()
+    ([9.0, 9.0], [[6.0, 6.0], [6.0, 6.0]], [[3.0], [3.0]])
+    """
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        raise NotImplementedError(
+            "Gradients with respect to the inputs are implemented for the "
+            f"TensorFlow and JAX backends only. Received: backend={backend!r}."
+        )
+    x = keras.ops.convert_to_tensor(x)
+    y = keras.ops.convert_to_tensor(y)
+    function = _input_gradient_function(model, loss_fn, x, y)
+    if backend == "jax":
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+    else:
+        trainable = non_trainable = None
+    losses, gradient, outputs = function(trainable, non_trainable, x, y)
+    return tuple(
+        np.array(keras.ops.convert_to_numpy(v)) for v in (losses, gradient, outputs)
     )
