@@ -6,13 +6,16 @@ seed, in one process and back to back: the user's grid (learning rate x {1,
 and `kh.harden` with its winner's full training (no training is needed after
 it). It prints, per run, the wall time and this process's CPU time (which
 other jobs on a shared machine do not inflate) and the ratios harden / grid;
-then medians and ranges over the seeds. The goal: at most 0.5.
+then medians and ranges over the seeds. The goal: at most 0.5. `--epochs`
+lengthens every run, to see how the search's fixed cost (a compile per
+candidate) weighs on longer runs.
 
     .venv/bin/python benchmarks/harden_cost.py \\
         --setups deep_mlp,conv_high_lr,lstm_healthy --seeds 2
 """
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -31,9 +34,12 @@ def _timed(function):
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def measure(name, seed, data):
-    """`{grid_wall, grid_cpu, harden_wall, harden_cpu, ...}` for one seed."""
+def measure(name, seed, data, epochs=None):
+    """`{grid_wall, grid_cpu, harden_wall, harden_cpu, ...}` for one seed
+    (`epochs` overrides the setup's)."""
     setup = stability.SETUPS[name]
+    if epochs:
+        setup = dataclasses.replace(setup, epochs=epochs)
     grid = stability.user_grid()
 
     def run_grid():
@@ -64,6 +70,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setups", default="deep_mlp,conv_high_lr,lstm_healthy")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, help="override the setups' epochs")
     args = parser.parse_args(argv)
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}")
     data = stability.load_data()
@@ -75,7 +82,7 @@ def main(argv=None):
     ratios = {}
     for name in args.setups.split(","):
         for seed in range(args.seeds):
-            m = measure(name, seed, data)
+            m = measure(name, seed, data, args.epochs)
             wall = m["harden_wall"] / m["grid_wall"]
             cpu = m["harden_cpu"] / m["grid_cpu"]
             ratios.setdefault(name, []).append((wall, cpu))
