@@ -18,8 +18,7 @@ from keras_harden.robust import steps
 
 _MAX_SEED = 2**31 - 1
 # A probability below this counts as this in `-log p` (a floor that float32
-# can hold, far below Keras's 1e-7 clip: a confident softmax model keeps its
-# gradient instead of a clipped, flat loss).
+# can hold, far below Keras's 1e-7 clip).
 _FLOOR = 1e-30
 
 
@@ -104,8 +103,24 @@ def cross_entropy_logits(labels, logits):
 
 
 def cross_entropy_probabilities(labels, probabilities):
-    """`-log p[label]`, `p` floored at 1e-30."""
-    return -keras.ops.log(keras.ops.maximum(_picked(probabilities, labels), _FLOOR))
+    """`-log p[label]`, computed so that a confident model keeps its
+    gradient.
+
+    A softmax past a logit gap of ~17 rounds `p[label]` to 1 in float32,
+    where `-log p[label]` is flat (and Keras's clip to `1 - 1e-7` flattens
+    it sooner). The other classes' probabilities `s = sum_{j != label} p_j`
+    still hold the gap (e^-30 = 9.4e-14 is a float32), so where `p[label] >=
+    1/2` the loss is taken as `-log1p(-s)`, the same value, whose gradient
+    lives on; below 1/2 it is `-log p[label]` (floored at 1e-30).
+    """
+    true = _picked(probabilities, labels)
+    mask = 1.0 - keras.ops.one_hot(
+        keras.ops.cast(labels, "int32"), probabilities.shape[-1], dtype=true.dtype
+    )
+    others = keras.ops.sum(probabilities * mask, axis=-1)
+    low = -keras.ops.log(keras.ops.maximum(true, _FLOOR))
+    high = -keras.ops.log1p(-keras.ops.minimum(others, 0.5))
+    return keras.ops.where(true < 0.5, low, high)
 
 
 def dlr_logits(labels, logits):
@@ -159,7 +174,7 @@ def _labels(y, n, num_classes, name):
     if np.any(y != np.round(y)) or y.min() < 0 or y.max() >= num_classes:
         raise ValueError(
             f"`{name}` must hold class indices in [0, {num_classes}). "
-            f"Received: {name} from {y.min()!r} to {y.max()!r}"
+            f"Received: {name} from {y.min().item()!r} to {y.max().item()!r}"
         )
     return y.astype(np.int32)
 

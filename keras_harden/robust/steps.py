@@ -257,16 +257,20 @@ def cast_inside(x_adv, x, eps, norm, value_range):
 
 def improves(success, objective, best_success, best_objective):
     """Which examples beat the best point so far: a success (misclassified,
-    or the target reached) beats a failure; between two of a kind the higher
-    objective (the loss; minus the loss for a targeted attack) wins.
+    or the target reached) beats a failure and is never replaced after;
+    between two failures the higher objective (the loss; minus the loss for
+    a targeted attack) wins.
 
-    >>> improves(np.array([True, False, False, True]), np.array([0.1, 2.0, 0.5, 3.0]),
+    Keeping an example's first success makes the result of each example
+    independent of the others in its batch (an attack may stop a batch as
+    soon as all of its examples are broken).
+
+    >>> improves(np.array([True, False, False, True]), np.array([0.1, 2.0, 1.5, 3.0]),
     ...          np.array([False, True, False, True]), np.array([1.0, 0.1, 1.0, 2.0])
     ...          ).tolist()
-    [True, False, False, True]
+    [True, False, True, False]
     """
     success = np.asarray(success, bool)
     best_success = np.asarray(best_success, bool)
-    return (success & ~best_success) | (
-        (success == best_success) & (np.asarray(objective) > best_objective)
-    )
+    higher = np.asarray(objective) > np.asarray(best_objective)
+    return ~best_success & (success | higher)

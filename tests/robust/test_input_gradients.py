@@ -103,3 +103,19 @@ def test_an_unsupported_backend_is_named(monkeypatch):
         loss_and_input_gradients(
             binary_linear(), CENTRE, np.zeros(1, "int32"), _common.cross_entropy_logits
         )
+
+
+def test_the_probability_cross_entropy_matches_the_logits_one():
+    # softmax then -log p[label] is log_softmax's cross-entropy: the same
+    # losses and input gradients, on both branches (p[label] above and below
+    # 1/2: labels 0 and 1 at the same points)
+    x = np.random.default_rng(2).uniform(size=(6, 4)).astype("float32")
+    y = np.array([0, 1, 0, 1, 0, 1], "int32")
+    logits = loss_and_input_gradients(
+        binary_linear(), x, y, _common.cross_entropy_logits
+    )
+    probabilities = loss_and_input_gradients(
+        binary_linear(softmax=True), x, y, _common.cross_entropy_probabilities
+    )
+    np.testing.assert_allclose(probabilities[0], logits[0], rtol=1e-5)
+    np.testing.assert_allclose(probabilities[1], logits[1], rtol=1e-4, atol=1e-7)
