@@ -10,9 +10,9 @@ from keras_harden.robust import apgd
 from keras_harden.robust.apgd import checkpoints, halve
 from tests.robust._models import (
     CENTRE,
-    D,
     D_L1,
     D_L2,
+    D,
     binary_linear,
     predict,
     small_mlp,

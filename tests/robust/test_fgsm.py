@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_harden.robust import fgsm
-from tests.robust._models import CENTRE, D, D_L1, D_L2, binary_linear, predict
+from tests.robust._models import CENTRE, D_L1, D_L2, D, binary_linear, predict
 
 
 @pytest.mark.parametrize("softmax", [False, True])

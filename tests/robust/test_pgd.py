@@ -9,9 +9,9 @@ from keras_harden.robust import pgd
 from keras_harden.robust.pgd import default_step_size
 from tests.robust._models import (
     CENTRE,
-    D,
     D_L1,
     D_L2,
+    D,
     binary_linear,
     predict,
     small_mlp,

@@ -62,7 +62,8 @@ def test_project_lands_in_the_ball_and_the_range():
 def test_clipping_to_the_range_only_shortens_an_l2_perturbation():
     # x = (0.9, 0.5), the L2 ball of radius 0.5 reaches (1.3, 0.8): the clip
     # to [0, 1] brings it to (1.0, 0.8), length sqrt(0.01 + 0.09) < 0.5
-    out = steps.project(np.array([[1.3, 0.8]]), np.array([[0.9, 0.5]]), 0.5, "l2", (0, 1))
+    x, far = np.array([[0.9, 0.5]]), np.array([[1.3, 0.8]])
+    out = steps.project(far, x, 0.5, "l2", (0, 1))
     np.testing.assert_allclose(out, [[1.0, 0.8]])
 
 
