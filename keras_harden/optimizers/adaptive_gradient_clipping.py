@@ -24,9 +24,10 @@ class AdaptiveGradientClipping(HardenedOptimizer):
             3x looser on healthy runs, which 0.01 slows at small batches.
             Kept on a spread of 14 unstable setups
             (`benchmarks/adaptive_spread.py`), where it beat a fixed global
-            clip of 1 on 6 and lost on 1, though 0.01 did better there at
-            SGD 0.15 and 0.1 at SGD 0.017: the limit is on the gradient,
-            not the step, so lower the factor as the learning rate rises.
+            clip of 1 on 7 and lost on 1; there 0.01 did better at SGD 0.15
+            (0.92 and 0.73 against 0.84 and 0.49) and 0.1 on the shallowest
+            net at SGD 0.017: the limit is on the gradient, not the step, so
+            lower the factor as the learning rate rises.
         eps: float > 0, weight-norm floor.
         exclude: regular expressions; variables whose path matches one are
             not clipped (e.g. the classifier's layer name).
