@@ -1,6 +1,6 @@
 """keras_harden: keep Keras training from blowing up and make trained models sturdier.
 
-Five families, one sub-package each:
+Six families, one sub-package each:
 
 - `keras_harden.optimizers`: gradient clipping and non-finite step skipping as
   optimizer wrappers.
@@ -9,6 +9,8 @@ Five families, one sub-package each:
 - `keras_harden.fusion`: merging trained models (averaging, soups, ensembles,
   stacking).
 - `keras_harden.diagnostics`: monitors, guards and reports for explosions.
+- `keras_harden.robust`: adversarial attacks (FGSM, PGD, APGD) on any
+  classifier.
 
 Above the families, `keras_harden.search` orchestrates them: `harden` (a
 learning-rate range test, then successive halving over the remedies, the
@@ -26,6 +28,7 @@ from keras_harden import (  # noqa: E402
     fusion,
     initializers,
     optimizers,
+    robust,
     search,
 )
 from keras_harden.saving import export, load_model, save_model  # noqa: E402
@@ -44,6 +47,7 @@ __all__ = [
     "load_model",
     "lr_range_test",
     "optimizers",
+    "robust",
     "save_model",
     "search",
 ]
