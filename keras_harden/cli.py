@@ -138,7 +138,7 @@ def _accuracy(model, x, y):
 
 def _outputs_logits(model, x):
     """Whether `model`'s outputs are logits (not rows of probabilities)."""
-    from keras_harden.diagnostics._core import looks_like_probabilities
+    from keras_harden._outputs import looks_like_probabilities
 
     return not looks_like_probabilities(model.predict(x[:32], verbose=0))
 

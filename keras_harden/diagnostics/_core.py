@@ -32,18 +32,6 @@ def to_numpy(variables):
     return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
 
 
-def looks_like_probabilities(predictions):
-    """Whether rows of `predictions` (the last axis) are probabilities: in
-    [0, 1] and summing to 1. Otherwise they are taken for logits."""
-    out = np.asarray(predictions, dtype=np.float64)
-    return bool(
-        out.size
-        and out.min() >= 0
-        and out.max() <= 1
-        and np.allclose(out.sum(-1), 1, atol=1e-3)
-    )
-
-
 def all_finite(arrays):
     return all(bool(np.all(np.isfinite(a))) for a in arrays)
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_harden import _gradients
 from keras_harden._batches import iterate_batches
+from keras_harden._outputs import looks_like_probabilities
 from keras_harden._validation import check_int
 from keras_harden.diagnostics import _core
 from keras_harden.diagnostics.report import Report
@@ -133,7 +134,7 @@ def _resolve_loss(model, loss, batch):
             "default (sparse categorical cross-entropy) needs one score per "
             "class and integer class labels. Received: loss=None"
         )
-    logits = not _core.looks_like_probabilities(scores)
+    logits = not looks_like_probabilities(scores)
     kind = "logits" if logits else "probabilities"
     return (
         keras.losses.SparseCategoricalCrossentropy(from_logits=logits),

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from keras_harden._gradients import loss_and_input_gradients
+from keras_harden._outputs import looks_like_probabilities
 from keras_harden._validation import check_bool, check_int, check_number
 from keras_harden.robust import steps
 
@@ -74,18 +75,6 @@ def rng(seed):
             f"keras.random.SeedGenerator. Received: seed={seed!r}"
         )
     return np.random.default_rng(int(seed))
-
-
-def looks_like_probabilities(outputs):
-    """Whether rows of `outputs` are probabilities: in [0, 1] and summing to
-    1. Otherwise they are taken for logits."""
-    out = np.asarray(outputs, dtype=np.float64)
-    return bool(
-        out.size
-        and out.min() >= 0
-        and out.max() <= 1
-        and np.allclose(out.sum(-1), 1, atol=1e-3)
-    )
 
 
 # -- losses: per example, `(labels, outputs) -> (batch,)`, module-level objects
