@@ -16,6 +16,12 @@ an edge between two modules of the package. Two rules:
    `privacy`) imports itself and the low modules, never another family; the
    orchestrator (`search`) may import the families; the top (`__init__`,
    `__main__`, `cli`, `demo`) may import anything, and nothing below imports it.
+
+   One exception, listed in `ALLOWED_FAMILY_EDGES`: `robust` may import
+   `augment` (the corruption suite and test-time augmentation are built from
+   the augmentation family's image operations). It is one way: robust sits
+   above augment, and augment importing robust is still an error, as is any
+   other import between families.
 """
 
 import ast
@@ -38,6 +44,9 @@ FAMILIES = (
 ORCHESTRATOR = ("search",)
 LOW = ("saving", "data", "distribute")  # plus every top-level `_*.py`
 TOP = ("__init__", "__main__", "cli", "demo")
+# (importer family, imported family): the only imports allowed between
+# families; robust sits above augment, never the other way.
+ALLOWED_FAMILY_EDGES = frozenset({("robust", "augment")})
 
 
 def _module_name(path):
@@ -157,7 +166,14 @@ def _allowed(importer, imported):
     if kind == "orchestrator":
         return True
     if kind == "family":
-        return target_kind == "low" or target_family == family
+        return (
+            target_kind == "low"
+            or target_family == family
+            or (
+                target_kind == "family"
+                and (family, target_family) in ALLOWED_FAMILY_EDGES
+            )
+        )
     return target_kind == "low"
 
 
@@ -214,6 +230,15 @@ def test_no_family_imports_another_or_upwards():
         ("keras_harden.search", "keras_harden.cli", False),
         ("keras_harden.fusion.soup", "keras_harden", False),
         ("keras_harden.cli", "keras_harden.fusion._common", True),
+        # the one edge between families, one way only
+        ("keras_harden.robust.corruptions", "keras_harden.augment.ops", True),
+        ("keras_harden.robust.corruptions", "keras_harden.augment", True),
+        ("keras_harden.augment.ops", "keras_harden.robust", False),
+        ("keras_harden.augment.pipeline", "keras_harden.robust.corruptions", False),
+        ("keras_harden.robust.pgd", "keras_harden.fusion", False),
+        ("keras_harden.robust.pgd", "keras_harden.optimizers.hardened", False),
+        ("keras_harden.fusion.soup", "keras_harden.augment.ops", False),
+        ("keras_harden.diagnostics.diagnose", "keras_harden.robust", False),
     ],
 )
 def test_the_layer_rules(importer, imported, allowed):
