@@ -33,6 +33,7 @@ TensorFlow backend only (foolbox's TensorFlow model and the tape reference).
 
 import argparse
 import contextlib
+import importlib
 import os
 import statistics
 import sys
@@ -143,20 +144,44 @@ def train_adversarial_standin(x, y, seed):
     return model
 
 
+# Use the package's modules not yet exported from `keras_harden.robust`
+# (`--unreleased`): work in progress in the working tree.
+UNRELEASED = {"on": False}
+
+
+def _package(name, module):
+    """`keras_harden.robust.<name>` once exported; with `--unreleased`, the
+    module's own even before; else None."""
+    exported = getattr(robust, name, None)
+    if callable(exported):  # not the submodule of the same name
+        return exported
+    if not UNRELEASED["on"]:
+        return None
+    try:
+        return getattr(importlib.import_module(f"keras_harden.robust.{module}"), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _package_adversarial_training():
+    return _package("AdversarialTraining", "adversarial_training")
+
+
 def train_adversarial_package(x, y, seed):
-    """The package's `AdversarialTraining(model, method="pgd", eps=0.1)`,
-    compiled and fitted like the standard model."""
+    """The package's `AdversarialTraining(model, "pgd", eps=0.1)` (its
+    defaults: 10 steps of 2.5 eps / 10 from a uniform start), compiled and
+    fitted like the standard model; the classifier it trained in place."""
     keras.utils.set_random_seed(seed)
-    wrapped = robust.AdversarialTraining(conv_net(), method="pgd", eps=ADV_EPS)
+    model = conv_net()
+    wrapped = _package_adversarial_training()(model, "pgd", eps=ADV_EPS, seed=seed)
     wrapped.compile(keras.optimizers.Adam(LR), _loss())
     wrapped.fit(x, y, epochs=EPOCHS, batch_size=BATCH, verbose=0)
-    inner = getattr(wrapped, "model", wrapped)
-    return inner if isinstance(inner, keras.Model) else wrapped
+    return model
 
 
-def adversarial_trainer():
-    """`(label, train function)`: the package's class when it has landed."""
-    if hasattr(robust, "AdversarialTraining"):
+def adversarial_trainer(standin=False):
+    """`(label, train function)`: the package's class when it is there."""
+    if not standin and _package_adversarial_training() is not None:
         return "adv-package", train_adversarial_package
     return "adv-standin", train_adversarial_standin
 
@@ -252,6 +277,9 @@ def attacks(apgd_steps, seed):
             m, x, y, e, steps=20, seed=seed
         ),
     }
+    table["ours pgd-20, 5 restarts"] = lambda m, f, x, y, e: robust.pgd(
+        m, x, y, e, steps=20, restarts=5, seed=seed
+    )
     for n in apgd_steps:
         table[f"ours apgd-ce-{n}"] = lambda m, f, x, y, e, n=n: robust.apgd(
             m, x, y, e, steps=n, seed=seed
@@ -272,16 +300,30 @@ def correct(model, points, y):
     return np.argmax(logits, axis=-1) == y
 
 
-def our_worst(model, x, y, eps, correct_by, apgd_n, seed):
-    """Per example, correct under every one of our attacks: the package's
-    `robust.evaluate` once it has landed, else the worst case over our fgsm,
-    pgd-20 and apgd-ce-`apgd_n` (already run)."""
-    del model, x, y, eps, seed
-    return (
-        correct_by["ours fgsm"]
-        & correct_by["ours pgd-20"]
-        & correct_by[f"ours apgd-ce-{apgd_n}"]
+def _package_evaluate():
+    return _package("evaluate", "evaluate")
+
+
+def our_evaluate(model, x, y, attacks, seed):
+    """`({eps: robust mask}, seconds)` of the package's `robust.evaluate`
+    over `EPSILONS` (no corruptions): per example, whether every one of
+    `attacks` (None: its defaults) failed at that eps and every smaller one."""
+    start = time.perf_counter()
+    report = _package_evaluate()(
+        model,
+        (x, y),
+        list(EPSILONS),
+        attacks=attacks,
+        corruptions=(),
+        seed=seed,
+        verbose=0,
     )
+    seconds = time.perf_counter() - start
+    masks = np.asarray(report.robust_examples, bool)
+    by_eps = {e: masks[:, k] for k, e in enumerate(report.epsilons)}
+    for e in EPSILONS:  # the report's accuracy is the masks' mean
+        assert abs(report.worst_case[e] - by_eps[e].mean()) < 1e-9
+    return by_eps, seconds
 
 
 def check_ball(points, x, eps, name):
@@ -294,9 +336,11 @@ def check_ball(points, x, eps, name):
 
 
 def _timed(function):
-    start = time.perf_counter()
+    """`(wall s, this process's CPU s)`: other jobs on a shared machine
+    inflate the wall time, not the CPU time."""
+    wall, cpu = time.perf_counter(), time.process_time()
     function()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def speed(path, x, y, rounds, seed):
@@ -330,21 +374,24 @@ def speed(path, x, y, rounds, seed):
 @contextlib.contextmanager
 def profiled():
     """Times, while active, the gradient calls and the host step maths of our
-    attacks: `{part: [seconds, calls]}`."""
+    attacks: `{part: [seconds, calls]}` (parts the package no longer has are
+    left out)."""
     common = sys.modules["keras_harden.robust._common"]
     pgd_module = sys.modules["keras_harden.robust.pgd"]
     totals = {}
     patches = [
-        (common, "loss_and_input_gradients", "gradient call (tf.function + to NumPy)"),
+        (common, "loss_and_input_gradients", GRADIENT),
         (common.Task, "project", "project + cast_inside (NumPy)"),
         (common.Best, "update", "best-point update (NumPy)"),
         (pgd_module, "ascent_step", "sign step (NumPy)"),
         (pgd_module, "random_point", "random start (NumPy)"),
-        (common.Task, "evaluate", "evaluate (gradient call + argmax, padding)"),
+        (common.Task, "evaluate", EVALUATE),
     ]
     saved = []
     for owner, name, label in patches:
-        original = getattr(owner, name)
+        original = getattr(owner, name, None)
+        if original is None:
+            continue
         saved.append((owner, name, original))
         totals[label] = [0.0, 0]
 
@@ -364,14 +411,20 @@ def profiled():
             setattr(owner, name, original)
 
 
+GRADIENT = "gradient call (tf.function + to NumPy)"
+EVALUATE = "Task.evaluate (the gradient call + argmax, padding)"
+
+
 def profile_pgd(model, x, y, seed, rounds=3):
+    """`(wall s per pgd call, {part: (s, calls) per pgd call}, s per bare
+    gradient call at batch 128)`."""
     robust.pgd(model, x, y, SPEED_EPS, steps=20, seed=seed)  # warm
     wall = 0.0
     with profiled() as totals:
         for _ in range(rounds):
             wall += _timed(
                 lambda: robust.pgd(model, x, y, SPEED_EPS, steps=20, seed=seed)
-            )
+            )[0]
     # the floor of one gradient call: the compiled function alone, batch 128
     grad_module = sys.modules["keras_harden._gradients"]
     common = sys.modules["keras_harden.robust._common"]
@@ -382,7 +435,7 @@ def profile_pgd(model, x, y, seed, rounds=3):
     )
     function(None, None, xb, yb)
     n = 50
-    bare = _timed(lambda: [function(None, None, xb, yb) for _ in range(n)]) / n
+    bare = _timed(lambda: [function(None, None, xb, yb) for _ in range(n)])[0] / n
     return (
         wall / rounds,
         {k: (s / rounds, c / rounds) for k, (s, c) in totals.items()},
@@ -402,11 +455,11 @@ def _spread(values, scale=1.0, digits=1):
 
 
 def print_strength(kind, results, names, epsilons):
-    """`results[seed][eps]` = `{name: correct mask}` plus `"clean"`."""
+    """`results[seed]` = `{"clean": mask, eps: {name: correct mask}}`."""
     seeds = sorted(results)
     print(
         f"\n### {kind}: accuracy (%) under attack, median [min, max] over "
-        f"{len(seeds)} seeds\n"
+        f"{len(seeds)} seeds, {len(results[seeds[0]]['clean'])} test images\n"
     )
     print("| attack | " + " | ".join(f"eps {e}" for e in epsilons) + " |")
     print("| --- |" + " ---: |" * len(epsilons))
@@ -421,12 +474,15 @@ def print_strength(kind, results, names, epsilons):
 
 
 def print_gaps(kind, results, pairs, epsilons):
-    """`ours - reference` in points, and the examples the reference breaks
-    that ours misses (summed over seeds)."""
+    """`ours - reference` in accuracy points per seed; the examples the
+    reference breaks that ours misses, and the other way round (summed over
+    seeds)."""
     seeds = sorted(results)
     print(
-        f"\n### {kind}: ours minus reference, accuracy points, median [min, max]; "
-        f"examples the reference breaks and ours misses (all seeds)\n"
+        f"\n### {kind}: ours minus reference, accuracy points, median [min, max] "
+        "over seeds (ok: <= 0 on every seed); misses: examples the reference "
+        "breaks and ours does not; extra: the other way round (summed over "
+        "seeds)\n"
     )
     print("| ours vs reference | " + " | ".join(f"eps {e}" for e in epsilons) + " |")
     print("| --- |" + " ---: |" * len(epsilons))
@@ -450,16 +506,107 @@ def print_gaps(kind, results, pairs, epsilons):
         print(f"| {ours} vs {ref} | " + " | ".join(cells) + " |")
 
 
+def print_speed(speeds, rounds, n):
+    fb = "foolbox LinfPGD-20"
+    print(
+        f"\n### speed: 20-step PGD over {n} test images at eps {SPEED_EPS}; "
+        f"warm = median of {rounds} interleaved rounds per seed; first = the "
+        "first call on a freshly loaded model (ours: with its tf.function "
+        "tracing); then median [min, max] over seeds. Ratio = foolbox's time "
+        "/ this one's (> 1: faster than foolbox)\n"
+    )
+    print(
+        "| model | attack | first wall s | warm wall s | warm CPU s "
+        "| ratio warm wall | ratio warm CPU | ratio first wall |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for kind, runs in speeds.items():
+        if not runs:
+            continue
+        for name in runs[0]:
+            first = [r[name][0][0] for r in runs]
+            wall = [statistics.median(t[0] for t in r[name][1]) for r in runs]
+            cpu = [statistics.median(t[1] for t in r[name][1]) for r in runs]
+            if fb in runs[0]:
+                fb_wall = [statistics.median(t[0] for t in r[fb][1]) for r in runs]
+                fb_cpu = [statistics.median(t[1] for t in r[fb][1]) for r in runs]
+                fb_first = [r[fb][0][0] for r in runs]
+                ratios = " | ".join(
+                    _spread([a / b for a, b in zip(top, bottom, strict=True)], digits=2)
+                    for top, bottom in (
+                        (fb_wall, wall),
+                        (fb_cpu, cpu),
+                        (fb_first, first),
+                    )
+                )
+            else:
+                ratios = "n/a | n/a | n/a"
+            print(
+                f"| {kind} | {name} | {_spread(first, digits=3)} "
+                f"| {_spread(wall, digits=3)} | {_spread(cpu, digits=3)} | {ratios} |"
+            )
+
+
+def print_profile(profile):
+    wall, totals, bare = profile
+    print(
+        f"\n### where our pgd-20's time goes (the first model, warm, mean of 3 "
+        f"calls: {wall:.3f} s per call)\n"
+    )
+    print("| part | s per pgd call | share | calls per pgd call |")
+    print("| --- | ---: | ---: | ---: |")
+    for label, (seconds, calls) in totals.items():
+        print(f"| {label} | {seconds:.3f} | {seconds / wall:.0%} | {calls:.0f} |")
+    inside = totals.get(EVALUATE, (0.0, 0))[0]
+    hosted = sum(s for k, (s, _) in totals.items() if k not in (GRADIENT, EVALUATE))
+    rest = wall - inside - hosted
+    print(
+        f"| rest (Python loop, batching, checks) | {rest:.3f} | {rest / wall:.0%} | |"
+    )
+    calls = totals.get(GRADIENT, (0.0, 0))[1]
+    print(
+        f"\nthe compiled gradient function alone, batch 128: {bare * 1e3:.2f} ms "
+        f"per call; x {calls:.0f} calls = {bare * calls:.3f} s"
+    )
+
+
+# -- the run -----------------------------------------------------------------------
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--examples", type=int, help="test images (default: all)")
-    parser.add_argument("--threads", type=int, default=1, help="intra/inter op threads")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="TensorFlow intra/inter op threads"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="warm speed rounds")
-    parser.add_argument("--apgd-steps", default="100,20", help="APGD-CE step counts")
+    parser.add_argument(
+        "--apgd-steps", default="100,20", help="APGD-CE step counts, comma-separated"
+    )
+    parser.add_argument(
+        "--evaluate-attacks",
+        default="fgsm,pgd,apgd-ce",
+        help="robust.evaluate's attacks: comma-separated names, 'default' (its "
+        "defaults, Square included) or 'none' (skip it)",
+    )
     parser.add_argument("--reuse", action="store_true", help="load cached models")
+    parser.add_argument(
+        "--standin",
+        action="store_true",
+        help="train the adversarial model with this script's PGD loop even "
+        "when the package has AdversarialTraining",
+    )
+    parser.add_argument(
+        "--unreleased",
+        action="store_true",
+        help="use the package's evaluate / AdversarialTraining modules even "
+        "before keras_harden.robust exports them",
+    )
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-strength", action="store_true")
     args = parser.parse_args(argv)
+    UNRELEASED["on"] = args.unreleased
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     apgd_steps = [int(n) for n in args.apgd_steps.split(",")]
@@ -477,19 +624,33 @@ def main(argv=None):
         )
     (x, y), (x_test, y_test) = load_data(args.examples)
     print(f"digits: {len(x)} training images, {len(x_test)} test images")
-    adv_kind, adv_train = adversarial_trainer()
+    adv_kind, adv_train = adversarial_trainer(args.standin)
     if adv_kind == "adv-standin":
         print(
-            "adversarial model: STAND-IN PGD training in this script (10 steps, "
-            "eps 0.1), robust.AdversarialTraining not in the package yet"
+            "adversarial model: STAND-IN, this script's PGD training (10 steps of "
+            "2.5 eps / 10, eps 0.1), not keras_harden's AdversarialTraining"
         )
+    else:
+        print(
+            "adversarial model: keras_harden AdversarialTraining(model, 'pgd', "
+            "eps=0.1) with its defaults"
+        )
+    evaluate_label = None
+    if args.evaluate_attacks != "none" and _package_evaluate() is not None:
+        chosen = args.evaluate_attacks
+        evaluate_attacks = None if chosen == "default" else chosen.split(",")
+        evaluate_label = f"ours robust.evaluate ({chosen})"
+    elif args.evaluate_attacks != "none":
+        print("robust.evaluate is not in the package: its row is skipped")
     kinds = {"standard": train_standard, adv_kind: adv_train}
 
     strength = {kind: {} for kind in kinds}
     attack_seconds = {}
     speeds = {kind: [] for kind in kinds}
     profile = None
-    names = None
+    names = list(attacks(apgd_steps, 0))
+    worst = [f"ours worst (fgsm, pgd-20, apgd-ce-{n})" for n in apgd_steps]
+    ours_rows = worst + ([evaluate_label] if evaluate_label else [])
     for seed in range(args.seeds):
         for kind, train in kinds.items():
             model, trained = get_model(kind, train, x, y, seed, args.reuse)
@@ -499,9 +660,12 @@ def main(argv=None):
                 speeds[kind].append(
                     speed(model_path(kind, seed), x_test, y_test, args.rounds, seed)
                 )
+                if profile is None:
+                    profile = profile_pgd(model, x_test, y_test, seed)
+            if args.skip_strength:
+                continue
             fmodel = foolbox_model(model) if foolbox is not None else None
             table = attacks(apgd_steps, seed)
-            names = list(table)
             per_seed = {"clean": correct(model, x_test, y_test)}
             for eps in EPSILONS:
                 keras.utils.set_random_seed(seed)  # foolbox's random starts
@@ -514,99 +678,58 @@ def main(argv=None):
                     )
                     check_ball(points, x_test, eps, name)
                     per_eps[name] = correct(model, points, y_test)
-                for n in apgd_steps:
-                    per_eps[f"ours worst (apgd-{n})"] = our_worst(
-                        model, x_test, y_test, eps, per_eps, n, seed
+                for n, label in zip(apgd_steps, worst, strict=True):
+                    per_eps[label] = (
+                        per_eps["ours fgsm"]
+                        & per_eps["ours pgd-20"]
+                        & per_eps[f"ours apgd-ce-{n}"]
                     )
-                everything = np.ones(len(x_test), bool)
-                for name in names:
-                    everything &= per_eps[name]
-                per_eps["every attack above"] = everything
                 per_seed[eps] = per_eps
+            if evaluate_label:
+                masks, seconds = our_evaluate(
+                    model, x_test, y_test, evaluate_attacks, seed
+                )
+                attack_seconds.setdefault((kind, evaluate_label), []).append(seconds)
+                for eps in EPSILONS:
+                    per_seed[eps][evaluate_label] = masks[eps]
+            for eps in EPSILONS:
+                everything = np.ones(len(x_test), bool)
+                for name in [*names, *ours_rows]:
+                    everything &= per_seed[eps][name]
+                per_seed[eps]["every attack above"] = everything
             strength[kind][seed] = per_seed
-            if profile is None and not args.skip_speed:
-                profile = profile_pgd(model, x_test, y_test, seed)
             print(
                 f"seed {seed} {kind} done at {time.perf_counter() - started:.0f} s",
                 flush=True,
             )
 
-    worst = [f"ours worst (apgd-{n})" for n in apgd_steps]
     references = [n for n in names if not n.startswith("ours")]
-    for kind in kinds:
-        print_strength(
-            kind, strength[kind], names + worst + ["every attack above"], EPSILONS
-        )
-        pairs = [(w, r) for w in worst for r in references]
-        pairs += [("ours pgd-20", r) for r in references if "pgd" in r.lower()]
-        pairs += [("ours fgsm", r) for r in references if "fgsm" in r.lower()]
-        print_gaps(kind, strength[kind], pairs, EPSILONS)
-
-    print("\n### seconds per attack call (all eps), median [min, max]\n")
-    print("| attack | " + " | ".join(kinds) + " |")
-    print("| --- |" + " ---: |" * len(kinds))
-    for name in names:
-        cells = [_spread(attack_seconds[(k, name)], digits=2) for k in kinds]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-
-    if not args.skip_speed:
-        print(
-            f"\n### speed: 20-step PGD over {len(x_test)} test images at eps "
-            f"{SPEED_EPS}, seconds; warm = median of {args.rounds} rounds per "
-            "seed, then median [min, max] over seeds\n"
-        )
-        print(
-            "| model | attack | first call s | warm s | foolbox / this (warm) "
-            "| foolbox / this (first) |"
-        )
-        print("| --- | --- | ---: | ---: | ---: | ---: |")
+    if not args.skip_strength:
         for kind in kinds:
-            runs = speeds[kind]
-            for name in runs[0]:
-                first = [r[name][0] for r in runs]
-                warm = [statistics.median(r[name][1]) for r in runs]
-                if foolbox is not None:
-                    fb = "foolbox LinfPGD-20"
-                    ratio_warm = [
-                        statistics.median(r[fb][1]) / w
-                        for r, w in zip(runs, warm, strict=True)
-                    ]
-                    ratio_first = [
-                        r[fb][0] / f for r, f in zip(runs, first, strict=True)
-                    ]
-                    ratios = (
-                        f"{_spread(ratio_warm, digits=2)} "
-                        f"| {_spread(ratio_first, digits=2)}"
-                    )
-                else:
-                    ratios = "n/a | n/a"
-                print(
-                    f"| {kind} | {name} | {_spread(first, digits=3)} "
-                    f"| {_spread(warm, digits=3)} | {ratios} |"
-                )
-        wall, totals, bare = profile
+            rows = [*names, *ours_rows, "every attack above"]
+            print_strength(kind, strength[kind], rows, EPSILONS)
+            pairs = [(w, r) for w in ours_rows for r in references]
+            pairs += [
+                (ours, r)
+                for ours in ("ours pgd-20", "ours pgd-20, 5 restarts")
+                for r in references
+                if "pgd" in r.lower()
+            ]
+            pairs += [("ours fgsm", r) for r in references if "fgsm" in r.lower()]
+            print_gaps(kind, strength[kind], pairs, EPSILONS)
+        timed = [*names] + ([evaluate_label] if evaluate_label else [])
         print(
-            f"\n### where our pgd-20's time goes (standard model, seed 0, warm, "
-            f"mean of 3 calls: {wall:.3f} s per call)\n"
+            "\n### wall seconds per attack call (one eps; robust.evaluate: all "
+            f"{len(EPSILONS)} eps in one call), median [min, max]\n"
         )
-        print("| part | seconds per pgd call | share | calls per pgd call |")
-        print("| --- | ---: | ---: | ---: |")
-        for label, (seconds, calls) in totals.items():
-            print(f"| {label} | {seconds:.3f} | {seconds / wall:.0%} | {calls:.0f} |")
-        inside = totals["evaluate (gradient call + argmax, padding)"][0]
-        hosted = sum(
-            totals[k][0] for k in totals if "NumPy" in k and "gradient" not in k
-        )
-        print(
-            f"| rest (Python loop, batching, checks) | {wall - inside - hosted:.3f} "
-            f"| {(wall - inside - hosted) / wall:.0%} | |"
-        )
-        calls = totals["gradient call (tf.function + to NumPy)"][1]
-        print(
-            f"\nthe compiled gradient function alone, batch 128: {bare * 1e3:.2f} ms "
-            f"per call; x {calls:.0f} calls = {bare * calls:.3f} s"
-        )
-
+        print("| attack | " + " | ".join(kinds) + " |")
+        print("| --- |" + " ---: |" * len(kinds))
+        for name in timed:
+            cells = [_spread(attack_seconds[(k, name)], digits=2) for k in kinds]
+            print(f"| {name} | " + " | ".join(cells) + " |")
+    if not args.skip_speed:
+        print_speed(speeds, args.rounds, len(x_test))
+        print_profile(profile)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     print(
         "command: .venv/bin/python benchmarks/robustness.py " + " ".join(sys.argv[1:])
