@@ -35,12 +35,12 @@ The corruptions, with the reference's parameters for severities 1 to 5:
   0.75, 0.5, 0.4, 0.3, 0.15.
 - `brightness`: `+ b` on each pixel's value (HSV's V), clipped; b 0.05,
   0.10, 0.15, 0.20, 0.30.
-- `pixelate`: box-averaged down to `int(side * f)` pixels, copied back up; f
-  0.95, 0.90, 0.85, 0.75, 0.65.
+- `pixelate`: box-averaged down to `int(side * f)` pixels, copied back up
+  (PIL's `BOX` both ways); f 0.95, 0.90, 0.85, 0.75, 0.65.
 - `jpeg_compression`: JPEG at quality q (TensorFlow's codec, on any
   backend); q 80, 65, 58, 50, 40.
 
-Where they differ from the reference code, and why:
+Against the reference code:
 
 - `gaussian_blur` uses the discrete Gaussian kernel `T(n; t) = exp(-t) I_n(t)`,
   `t = sigma^2` (Lindeberg 1990), whose variance is exactly `sigma^2`, where
@@ -51,9 +51,9 @@ Where they differ from the reference code, and why:
   identity in float32, while the discrete one still blurs by the stated
   variance.
 - `zoom_blur` zooms continuously (bilinear interpolation about the centre);
-  the reference crops `ceil(side / z)` pixels and resizes them, so a zoom
-  that crops no whole pixel (every `z < 32 / 31` at 32x32, `z < 8 / 7` at
-  8x8) is the identity there.
+  the reference crops `ceil(side / z)` pixels and resizes them to
+  `round(that * z)`, which is the identity while both round back to the side:
+  for z up to 1.01 at 32x32 and up to 1.06 at 8x8 (all of severity 1 there).
 - `contrast` is the augment family's: the mean is the image's grey level (the
   mean of its channels, luma-weighted for RGB), the reference's is per
   channel. They agree for grey images; for colour ones this also pulls the
@@ -62,19 +62,22 @@ Where they differ from the reference code, and why:
   without the colour-space round trip: each pixel's channels are scaled by
   `V' / V`, `V` the largest channel (a grey pixel: `+ b`). The augment
   family's `brightness` multiplies (PIL's enhancer): another operation.
-- `pixelate` averages the input pixels by their overlap with each coarse
-  pixel and copies each coarse pixel back to the fine pixels whose centres
-  it holds (PIL's box filter when the sizes divide). At 8x8 the sizes are
-  `int(8 * f)` = 7, 7, 6, 6, 5: severities 1 and 2, and 3 and 4, coincide.
+- `pixelate` matches the reference (PIL's `BOX` resize down and up: each
+  pixel takes the mean of the pixels whose centres fall in its coarse pixel).
+  At 8x8 the coarse sizes `int(8 * f)` are 7, 7, 6, 6, 5: severities 1 and
+  2, and 3 and 4, coincide there; severity 1 averages only rows (and
+  columns) 3 and 4, and severity 5 (pairs 0-1, 3-4, 6-7) changes the digits
+  less than severities 3 and 4 (pairs 1-2, 5-6), their border rows being
+  empty. The severities are ordered from 32x32 up.
 - Impulse noise draws one uniform `u` per value: pepper where `u < a / 2`,
   salt where `u >= 1 - a / 2` (scikit-image draws which values and then
   which kind; the same law, and with the same draws a higher severity
   changes a superset of the values).
-- Not included: the weather corruptions (snow, frost, fog, spatter), motion,
-  glass and defocus blur and the elastic transform (their parameters are in
-  pixels of 32x32 images: below one pixel at 8x8, defocus and glass blur are
-  the Gaussian blur; frost needs the reference's photographs), and
-  `saturate` (nothing to do on grey images).
+- Not included: defocus and glass blur (their radii and pixel swaps, scaled
+  to 8x8, are below one pixel, where both reduce to a Gaussian blur), motion
+  blur (ImageMagick's kernel), the elastic transform, the weather
+  corruptions (snow, frost, fog, spatter; frost blends the reference's
+  photographs) and `saturate` (nothing to do on grey images).
 
 Random corruptions draw their noise once, in `draw_noise` (NumPy, from the
 `seed`), and apply it in a pure function of the images and the draws; an int
@@ -294,9 +297,10 @@ def brightness(images, delta):
 
 
 def pixelate(images, size):
-    """Averages `images` down to `size = (rows, cols)` coarse pixels (each
-    fine pixel weighted by its overlap with the coarse one) and copies each
-    coarse pixel back to the fine pixels whose centres it holds."""
+    """Box-averages `images` down to `size = (rows, cols)` coarse pixels and
+    copies them back: each coarse pixel averages the pixels whose centres it
+    holds, and those pixels take the average (PIL's `BOX` resize there and
+    back, as the reference code pixelates)."""
     images = _tensor(images)
     height, width = images.shape[1], images.shape[2]
     rows, cols = _pixelate_matrix(size[0], height), _pixelate_matrix(size[1], width)
@@ -540,10 +544,10 @@ def _bessel_ive(n, t):
 
 def _discrete_gaussian(sigma):
     """The discrete Gaussian kernel of variance `sigma^2`, offsets `-r..r`
-    with `r = ceil(4 sigma) + 1`, normalised to sum 1 (`[1]` at sigma 0)."""
+    with `r = ceil(5 sigma) + 2`, normalised to sum 1 (`[1]` at sigma 0)."""
     if sigma <= 0:
         return np.ones(1)
-    radius = math.ceil(4.0 * sigma) + 1
+    radius = math.ceil(5.0 * sigma) + 2
     t = sigma * sigma
     weights = np.array([_bessel_ive(abs(k), t) for k in range(-radius, radius + 1)])
     return weights / weights.sum()
@@ -576,19 +580,13 @@ def _zoom_matrix(zoom, length):
 
 
 def _pixelate_matrix(size, length):
-    """The `(length, length)` matrix of pixelation along one axis: down to
-    `size` coarse pixels by overlap-weighted means, back by copying."""
-    cell = length / size
-    down = np.zeros((size, length))
-    for i in range(size):
-        start, stop = i * cell, (i + 1) * cell
-        for j in range(int(math.floor(start)), min(int(math.ceil(stop)), length)):
-            down[i, j] = max(0.0, min(stop, j + 1) - max(start, j))
-        down[i] /= down[i].sum()
-    up = np.zeros((length, size))
-    for j in range(length):
-        up[j, min(int((j + 0.5) / cell), size - 1)] = 1.0
-    return up @ down
+    """The `(length, length)` matrix of pixelation along one axis: pixel `j`
+    belongs to coarse pixel `floor((j + 1/2) * size / length)` (the coarse
+    pixel holding its centre) and takes the mean of the pixels that share
+    it."""
+    cell = (np.arange(length) * 2 + 1) * size // (2 * length)
+    same = (cell[:, None] == cell[None, :]).astype(np.float64)
+    return same / same.sum(axis=1, keepdims=True)
 
 
 # -- checks --------------------------------------------------------------------------
