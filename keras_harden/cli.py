@@ -650,7 +650,7 @@ def _npz_data(path):
 def _cmd_robustness(args):
     import numpy as np
 
-    import keras_harden as kh
+    from keras_harden.robust.evaluate import evaluate
     from keras_harden.saving import write_atomically
 
     model = _load(args.model)
@@ -681,7 +681,7 @@ def _cmd_robustness(args):
         verbose = 1 if sys.stderr.isatty() else 2
     # progress goes to stderr; stdout carries the report alone
     with contextlib.redirect_stdout(sys.stderr):
-        report = kh.robust.evaluate(
+        report = evaluate(
             model,
             (x, y),
             epsilons=args.epsilons,
