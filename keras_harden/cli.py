@@ -849,6 +849,7 @@ def _parser():
     robustness.add_argument(
         "--eps",
         required=True,
+        metavar="E1,E2,...",
         help="attack radii separated by commas, in input units (e.g. "
         "0.05,0.1,0.2 for L-inf on [0, 1])",
     )
@@ -857,6 +858,7 @@ def _parser():
     )
     robustness.add_argument(
         "--attacks",
+        metavar="NAMES",
         help=f"names separated by commas from {','.join(_ATTACKS)} (default: all)",
     )
     robustness.add_argument(
@@ -865,23 +867,38 @@ def _parser():
         help="skip the common corruptions (attacks only)",
     )
     robustness.add_argument(
-        "--examples", type=int, help="evaluate the first N examples (default: all)"
+        "--examples",
+        type=int,
+        metavar="N",
+        help="evaluate the first N examples (default: all)",
     )
     robustness.add_argument(
         "--value-range",
         default="0,1",
+        metavar="LOW,HIGH",
         help="LOW,HIGH of the model's inputs (default 0,1: the digits' pixels "
         "/ 255); the attacks and corruptions stay inside it",
     )
     robustness.add_argument(
-        "--seed", type=int, default=0, help="the evaluation replays (default 0)"
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the seed; the evaluation replays exactly (default 0)",
     )
     robustness.add_argument(
-        "--batch-size", type=int, default=128, help="examples per model call"
+        "--batch-size",
+        type=int,
+        default=128,
+        metavar="N",
+        help="examples per model call (default 128)",
     )
-    robustness.add_argument("--report", help="also write the Markdown report here")
+    robustness.add_argument(
+        "--report", metavar="PATH.md", help="also write the Markdown report here"
+    )
     robustness.add_argument(
         "--plot",
+        metavar="PATH.png",
         help="the plot to write (default: MODEL.robustness.png beside the "
         "model: m.keras -> m.robustness.png)",
     )
