@@ -36,6 +36,7 @@ import contextlib
 import importlib
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -149,13 +150,30 @@ def train_adversarial_standin(x, y, seed):
 UNRELEASED = {"on": False}
 
 
+def _landed(module):
+    """Whether `keras_harden/robust/<module>.py` is committed (git tracks
+    it), not work in progress in the working tree."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join("keras_harden", "robust", f"{module}.py")
+    try:
+        done = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", path],
+            cwd=root,
+            capture_output=True,
+            check=False,
+        )
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
 def _package(name, module):
-    """`keras_harden.robust.<name>` once exported; with `--unreleased`, the
-    module's own even before; else None."""
+    """`keras_harden.robust.<name>` once exported or its module committed;
+    with `--unreleased`, the module's own even before; else None."""
     exported = getattr(robust, name, None)
     if callable(exported):  # not the submodule of the same name
         return exported
-    if not UNRELEASED["on"]:
+    if not (UNRELEASED["on"] or _landed(module)):
         return None
     try:
         return getattr(importlib.import_module(f"keras_harden.robust.{module}"), name)
@@ -601,7 +619,7 @@ def main(argv=None):
         "--unreleased",
         action="store_true",
         help="use the package's evaluate / AdversarialTraining modules even "
-        "before keras_harden.robust exports them",
+        "before they are committed or exported (work in progress)",
     )
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-strength", action="store_true")
