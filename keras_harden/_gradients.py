@@ -15,7 +15,7 @@ import weakref
 import keras
 import numpy as np
 
-__all__ = ["loss_and_gradients", "loss_and_input_gradients", "norm"]
+__all__ = ["input_gradient", "loss_and_gradients", "loss_and_input_gradients", "norm"]
 
 
 def norm(arrays):
@@ -251,4 +251,75 @@ def loss_and_input_gradients(model, x, y, loss_fn):
     losses, gradient, outputs = function(trainable, non_trainable, x, y)
     return tuple(
         np.array(keras.ops.convert_to_numpy(v)) for v in (losses, gradient, outputs)
+    )
+
+
+def input_gradient(model, x, y, loss_fn, training=False):
+    """The gradient of `sum(loss_fn(y, model(x)))` with respect to `x`, as a
+    backend tensor, for use inside a traced training step.
+
+    Unlike `loss_and_input_gradients` (which compiles its own function and
+    returns NumPy), this is symbolic: called inside a `tf.function` train
+    step it adds a nested `tf.GradientTape` that watches `x`; inside the JAX
+    trainer's `jax.value_and_grad` it takes `jax.grad` of a closure that
+    calls the model. On JAX the model reads its variables (through any
+    `keras.StatelessScope` in force, as in Keras's JAX trainer) and sees them
+    through `stop_gradient`, so the outer differentiation does not trace
+    second derivatives through this computation; on TensorFlow the outer
+    tape records it, and the caller must `stop_gradient` the result (or
+    anything built from it) before it enters a loss that is differentiated
+    with respect to the weights. Summing the per-example losses makes row
+    `i` of the gradient the gradient of example `i`'s own loss. With
+    `training=True` the forward pass runs in training mode; on JAX state
+    updates made there (batch statistics) are dropped, on TensorFlow they
+    happen.
+
+    Args:
+        model: a Keras model (or any layer) taking `x`.
+        x: a float tensor, the inputs to differentiate at.
+        y: the targets, in the form `loss_fn` takes (any tensor structure).
+        loss_fn: `(y, outputs) -> losses` written with `keras.ops`; summed
+            over every entry before differentiating.
+        training: the `training` flag of the forward pass.
+
+    Returns:
+        A tensor of `x`'s shape and dtype: `d sum(loss_fn(y, model(x))) / dx`.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")
+    >>> model = keras.Sequential([keras.Input((2,)), dense])
+    >>> x = keras.ops.convert_to_tensor(np.array([[1.0, 2.0]], "float32"))
+    >>> def squared(y, out):  # (x . w - y)^2 with w = (1, 1), y = 0
+    ...     return (out - y) ** 2
+    >>> # d/dx (x . w)^2 = 2 (x . w) w = 2 * 3 * (1, 1)
+    >>> keras.ops.convert_to_numpy(
+    ...     input_gradient(model, x, np.zeros((1, 1), "float32"), squared)).tolist()
+    [[6.0, 6.0]]
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = keras.ops.sum(loss_fn(y, model(x, training=training)))
+        return tape.gradient(total, x)
+    if backend == "jax":
+        import jax
+
+        variables = list(model.variables)
+        # The current values (traced ones inside a StatelessScope), cut off
+        # from the outer differentiation.
+        mapping = [(v, keras.ops.stop_gradient(v.value)) for v in variables]
+
+        def total(x):
+            with keras.StatelessScope(state_mapping=mapping):
+                return keras.ops.sum(loss_fn(y, model(x, training=training)))
+
+        return jax.grad(total)(keras.ops.convert_to_tensor(x))
+    raise NotImplementedError(
+        "Gradients with respect to the inputs are implemented for the "
+        f"TensorFlow and JAX backends only. Received: backend={backend!r}."
     )

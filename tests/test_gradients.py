@@ -102,3 +102,131 @@ def test_an_unsupported_backend_is_named(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
     with pytest.raises(NotImplementedError, match="Received: backend='torch'"):
         loss_and_gradients(linear(), X, Y, keras.losses.mean_squared_error)
+
+
+# -- input_gradient: symbolic, inside a traced step ------------------------------
+
+# y = x . w with w = (1, -2), no bias; loss (out - y)^2 per example.
+# x = [[1, 2], [3, 0]], y = [[0], [1]]: out = [1 - 4, 3] = [-3, 3],
+# residual r = out - y = [-3, 2]; d/dx (x . w - y)^2 = 2 r w:
+# row 0: 2 * -3 * (1, -2) = (-6, 12); row 1: 2 * 2 * (1, -2) = (4, -8).
+IG_X = np.array([[1.0, 2.0], [3.0, 0.0]], "float32")
+IG_Y = np.array([[0.0], [1.0]], "float32")
+IG_EXPECTED = [[-6.0, 12.0], [4.0, -8.0]]
+
+
+def _ig_linear():
+    dense = keras.layers.Dense(
+        1,
+        use_bias=False,
+        kernel_initializer=keras.initializers.Constant([[1.0], [-2.0]]),
+    )
+    return keras.Sequential([keras.Input((2,)), dense])
+
+
+def _squared(y, out):
+    return (out - y) ** 2
+
+
+def test_input_gradient_of_a_linear_model_by_hand_eagerly():
+    from keras_harden._gradients import input_gradient
+
+    model = _ig_linear()
+    x = keras.ops.convert_to_tensor(IG_X)
+    gradient = input_gradient(model, x, IG_Y, _squared)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(gradient), IG_EXPECTED)
+
+
+def test_input_gradient_inside_a_compiled_function_reads_the_traced_weights():
+    # Inside Keras's JAX trainer the weights are traced values mapped by a
+    # StatelessScope; there the gradient must use them. With w doubled to
+    # (2, -4): out = [-6, 6], r = [-6, 5], 2 r w = (-24, 48) and (20, -40).
+    from keras_harden._gradients import input_gradient
+
+    model = _ig_linear()
+    x = keras.ops.convert_to_tensor(IG_X)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        variables = model.trainable_variables
+
+        @jax.jit
+        def compute(values, x):
+            with keras.StatelessScope(
+                state_mapping=list(zip(variables, values, strict=True))
+            ):
+                return input_gradient(model, x, IG_Y, _squared)
+
+        same = compute([v.value for v in variables], x)
+        doubled = compute([2 * v.value for v in variables], x)
+    else:
+        import tensorflow as tf
+
+        compute = tf.function(lambda x: input_gradient(model, x, IG_Y, _squared))
+        same = compute(x)
+        model.layers[0].kernel.assign([[2.0], [-4.0]])
+        doubled = compute(x)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(same), IG_EXPECTED)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(doubled), [[-24.0, 48.0], [20.0, -40.0]]
+    )
+
+
+def test_input_gradient_stopped_leaves_the_weight_gradient_first_order():
+    # L(w) = sum(w . stop_gradient(g)) + nothing else, g = input_gradient at
+    # w: dL/dw = sum over examples of g = (-6 + 4, 12 - 8) = (-2, 4), with no
+    # second-order term through g.
+    from keras_harden._gradients import input_gradient
+
+    model = _ig_linear()
+    x = keras.ops.convert_to_tensor(IG_X)
+    kernel = model.layers[0].kernel
+    if keras.backend.backend() == "jax":
+        import jax
+
+        def loss(value):
+            with keras.StatelessScope(state_mapping=[(kernel, value)]):
+                g = keras.ops.stop_gradient(input_gradient(model, x, IG_Y, _squared))
+                return keras.ops.sum(keras.ops.matmul(g, value))
+
+        grad = jax.jit(jax.grad(loss))(kernel.value)
+    else:
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            g = keras.ops.stop_gradient(input_gradient(model, x, IG_Y, _squared))
+            value = keras.ops.sum(keras.ops.matmul(g, kernel.value))
+        grad = tape.gradient(value, kernel.value)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(grad), [[-2.0], [4.0]])
+
+
+def test_input_gradient_training_flag_reaches_the_model():
+    # Batch norm (gamma 1, beta 0, moving mean 0, variance 1, epsilon 1e-3):
+    # in inference x / sqrt(1.001), so d sum / dx = 1 / sqrt(1.001) each;
+    # in training (x - mean) / sqrt(var + eps) sums to 0 over the batch
+    # whatever x is, so the gradient is 0. On JAX the training-mode update
+    # of the moving mean is dropped; on TensorFlow it happens.
+    from keras_harden._gradients import input_gradient
+
+    norm_layer = keras.layers.BatchNormalization()
+    model = keras.Sequential([keras.Input((2,)), norm_layer])
+    x = keras.ops.convert_to_tensor(IG_X)
+
+    def total(y, out):
+        return out
+
+    inference = input_gradient(model, x, IG_Y, total)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(inference),
+        np.full((2, 2), 1 / math.sqrt(1.001)),
+        rtol=1e-6,
+    )
+    training = input_gradient(model, x, IG_Y, total, training=True)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(training), np.zeros((2, 2)), atol=1e-5
+    )
+    moving_mean = keras.ops.convert_to_numpy(norm_layer.moving_mean)
+    if keras.backend.backend() == "jax":
+        np.testing.assert_array_equal(moving_mean, [0.0, 0.0])
+    else:  # momentum 0.99: 0.01 * batch mean (2, 1)
+        np.testing.assert_allclose(moving_mean, [0.02, 0.01], rtol=1e-5)
