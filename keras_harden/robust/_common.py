@@ -8,6 +8,7 @@ then runs its per-batch procedure through `Task.run`. The step maths lives in
 
 import numbers
 import random
+import weakref
 
 import keras
 import numpy as np
@@ -333,3 +334,82 @@ class Task:
             part = slice(start, start + self.batch_size)
             out[part] = attack_batch(self.x[part], self.labels[part])
         return out
+
+    def outputs(self, points):
+        """The model's outputs at `points`, a NumPy array `(n, classes)`:
+        a forward pass only, in inference mode (`forward`). On JAX the batch
+        is padded to a power-of-two size, as in `evaluate`."""
+        n = len(points)
+        padded = _bucket(n, self.batch_size)
+        if padded > n and keras.backend.backend() == "jax":
+            points = np.concatenate([points, points[np.zeros(padded - n, int)]])
+        return forward(self.model, points)[:n]
+
+
+# -- forward passes (no gradient): for the attacks that query outputs only --
+
+_TF_FORWARD = weakref.WeakKeyDictionary()
+_JAX_FORWARD = weakref.WeakKeyDictionary()
+
+
+def _forward_function(model, x):
+    """A compiled `x -> outputs` for `model` in inference mode, cached per
+    model: a `tf.function` on TensorFlow (one trace per input layout, any
+    batch size), a jitted `stateless_call` on JAX (compiled once per batch
+    shape), taking the current variables as arguments. The function holds
+    the model weakly. Other backends call the model eagerly."""
+    backend = keras.backend.backend()
+    model_ref = weakref.ref(model)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        per_model = _TF_FORWARD.setdefault(model, {})
+        key = (tuple(x.shape[1:]), str(x.dtype))
+        if key not in per_model:
+            spec = tf.TensorSpec((None, *x.shape[1:]), x.dtype, name="x")
+
+            @tf.function(input_signature=[spec])
+            def tf_forward(x):
+                return model_ref()(x, training=False)
+
+            per_model[key] = tf_forward
+        return per_model[key]
+    if backend == "jax":
+        import jax
+
+        if model not in _JAX_FORWARD:
+
+            def compute(trainable, non_trainable, x):
+                outputs, _ = model_ref().stateless_call(
+                    trainable, non_trainable, x, training=False
+                )
+                return outputs
+
+            jitted = jax.jit(compute)
+
+            def jax_forward(x):
+                current = model_ref()
+                return jitted(
+                    [v.value for v in current.trainable_variables],
+                    [v.value for v in current.non_trainable_variables],
+                    x,
+                )
+
+            _JAX_FORWARD[model] = jax_forward
+        return _JAX_FORWARD[model]
+    return lambda x: model_ref()(x, training=False)
+
+
+def forward(model, x):
+    """`model(x, training=False)` as a NumPy array, compiled and cached per
+    model (`_forward_function`); no state changes, no gradient.
+
+    >>> dense = keras.layers.Dense(2, kernel_initializer="ones")
+    >>> model = keras.Sequential([keras.Input((2,)), dense])
+    >>> # z = (x0 + x1, x0 + x1): 3 for (1, 2)
+    >>> forward(model, np.array([[1.0, 2.0]], "float32")).tolist()
+    [[3.0, 3.0]]
+    """
+    x = np.asarray(x)
+    outputs = _forward_function(model, x)(keras.ops.convert_to_tensor(x))
+    return np.array(keras.ops.convert_to_numpy(outputs))

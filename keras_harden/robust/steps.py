@@ -274,3 +274,139 @@ def improves(success, objective, best_success, best_objective):
     best_success = np.asarray(best_success, bool)
     higher = np.asarray(objective) > np.asarray(best_objective)
     return ~best_success & (success | higher)
+
+
+# -- the Square attack's random search (Andriushchenko et al. 2020) -------------
+
+__all__ += [
+    "pseudo_gaussian",
+    "square_fraction",
+    "square_l2_window",
+    "square_side",
+    "stripe_signs",
+]
+
+# The Square attack's schedule of the square's size: the iteration, rescaled
+# to a run of 10,000, is compared with these bounds; past the k-th one the
+# fraction is `p_init / 2**k`.
+_SQUARE_BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def square_fraction(p_init, iteration, queries):
+    """The fraction of an image's pixels the Square attack's square covers
+    at `iteration` (0-based) of a run of `queries`.
+
+    The paper's piecewise-constant schedule, rescaled to the run: with `t =
+    iteration * 10000 // queries` (integer arithmetic; the reference
+    computes `int(iteration / queries * 10000)` in floating point), the
+    fraction is `p_init` while `t <= 10`, halves past each of 10, 50, 200,
+    500, 1000, 2000, 4000, 6000 and 8000, and stays at `p_init / 512` after
+    the last.
+
+    >>> # 5000 queries: t = 2 * iteration. t = 10 -> 0.8; t = 12 -> 0.8 / 2;
+    >>> # t = 52 -> 0.8 / 4; t = 9998 -> 0.8 / 512 = 0.0015625
+    >>> [square_fraction(0.8, i, 5000) for i in (5, 6, 26, 4999)]
+    [0.8, 0.4, 0.2, 0.0015625]
+    >>> # 1000 queries: t = 10 * iteration. t = 1000 -> 0.8 / 16 = 0.05;
+    >>> # t = 1010 -> 0.8 / 32 = 0.025
+    >>> [square_fraction(0.8, i, 1000) for i in (1, 2, 100, 101)]
+    [0.8, 0.4, 0.05, 0.025]
+    """
+    t = iteration * 10000 // queries
+    halvings = sum(t > bound for bound in _SQUARE_BOUNDS)
+    return p_init / 2**halvings
+
+
+def square_side(fraction, height, width):
+    """The side of a square covering about `fraction` of a `height x width`
+    image: `round(sqrt(fraction * height * width))`, at least 1 and at most
+    the shorter side.
+
+    >>> # 8x8, p = 0.8: sqrt(51.2) = 7.16 -> 7; p = 0.05: sqrt(3.2) = 1.79 -> 2;
+    >>> # p = 0.8 / 512: sqrt(0.1) = 0.32 -> 0 -> 1; p = 1 -> 8
+    >>> [square_side(p, 8, 8) for p in (0.8, 0.05, 0.8 / 512, 1.0)]
+    [7, 2, 1, 8]
+    >>> square_side(0.8, 1, 64)   # a one-row image: sqrt(51.2) -> 7, capped at 1
+    1
+    """
+    side = int(round(np.sqrt(fraction * height * width)))
+    return min(max(side, 1), height, width)
+
+
+def stripe_signs(shape, rng):
+    """Random signs for the Square attack's L-inf start: one `+1` or `-1` per
+    example, column and channel of a batch of images `shape = (n, height,
+    width, channels)`, the same down each column ("vertical stripes").
+
+    Returns an array of shape `(n, 1, width, channels)`, to broadcast over
+    the rows.
+
+    >>> signs = stripe_signs((2, 3, 4, 1), np.random.default_rng(0))
+    >>> signs.shape, sorted(set(signs.ravel().tolist()))
+    ((2, 1, 4, 1), [-1.0, 1.0])
+    >>> # x + eps * signs on a constant image: each column is 0.25 or 0.75
+    >>> image = (0.5 + 0.25 * np.broadcast_to(signs, (2, 3, 4, 1)))[0, :, :, 0]
+    >>> bool(np.all(image == image[0])), sorted(set(image.ravel().tolist()))
+    (True, [0.25, 0.75])
+    """
+    n, _, width, channels = shape
+    return rng.choice(np.array([-1.0, 1.0]), size=(n, 1, width, channels))
+
+
+def pseudo_gaussian(rows, cols):
+    """A `rows x cols` bump of unit Euclidean norm, highest at the centre
+    `(rows // 2, cols // 2)`: the entry at Chebyshev distance `r` from the
+    centre is `sum_{k=r+1}^{K} 1 / k**2` (before normalising), with `K =
+    max(rows // 2, cols // 2) + 1`.
+
+    >>> # 3 x 3: K = 2; the centre (r = 0) is 1 + 1/4 = 1.25, the ring
+    >>> # (r = 1) is 1/4: the ring over the centre is 0.2
+    >>> bump = pseudo_gaussian(3, 3)
+    >>> (bump / bump.max()).round(6).tolist()
+    [[0.2, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 0.2]]
+    >>> # the norm: sqrt(1.25**2 + 8 * 0.25**2) = sqrt(2.0625) = 1.436...
+    >>> round(float(bump[1, 1]), 4), round(float(np.sum(bump**2)), 12)
+    (0.8704, 1.0)
+    """
+    if rows == 0 or cols == 0:
+        return np.zeros((rows, cols))
+    top = max(rows // 2, cols // 2) + 1
+    i = np.abs(np.arange(rows) - rows // 2)[:, None]
+    j = np.abs(np.arange(cols) - cols // 2)[None, :]
+    ring = np.maximum(i, j)
+    tail = np.cumsum(1.0 / np.arange(top, 0, -1) ** 2)[::-1]  # tail[r]
+    bump = tail[ring]
+    return bump / np.sqrt(np.sum(bump**2))
+
+
+def square_l2_window(side):
+    """The Square attack's L2 update on a `side x side` square, of unit
+    Euclidean norm: a `pseudo_gaussian` bump on the top `side // 2` rows and
+    minus one on the other rows, each half of the same norm (the caller may
+    transpose it and multiply it by a sign per channel).
+
+    >>> # side 3: the top row is pseudo_gaussian(1, 3), K = 2: (1/4, 1 + 1/4,
+    >>> # 1/4) over its norm sqrt(1.6875); the two bottom rows are
+    >>> # -pseudo_gaussian(2, 3), centred at (1, 1): row 0 all at distance 1
+    >>> # (1/4), row 1 as the top row, over sqrt(1.6875 + 3 / 16) = sqrt(1.875)
+    >>> window = square_l2_window(3)
+    >>> (window[:1] / window[0, 1]).round(6).tolist()
+    [[0.2, 1.0, 0.2]]
+    >>> (window[1:] / window[2, 1]).round(6).tolist()
+    [[0.2, 0.2, 0.2], [0.2, 1.0, 0.2]]
+    >>> # the bottom's peak is sqrt(1.6875 / 1.875) = sqrt(0.9) of the top's
+    >>> round(float(-window[2, 1] / window[0, 1]), 6), round(0.9**0.5, 6)
+    (0.948683, 0.948683)
+    >>> # each half had norm 1, so after normalising the whole: 0.5 and 0.5
+    >>> [round(float(np.sum(w**2)), 12) for w in (window[:1], window[1:])]
+    [0.5, 0.5]
+    >>> square_l2_window(1).tolist()   # no top half: the bottom alone
+    [[-1.0]]
+    """
+    window = np.concatenate(
+        [
+            pseudo_gaussian(side // 2, side),
+            -pseudo_gaussian(side - side // 2, side),
+        ]
+    )
+    return window / np.sqrt(np.sum(window**2))
