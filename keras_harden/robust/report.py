@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from keras_harden._plotting import pyplot, save_figure
+from keras_harden.robust.corruptions import mean_corruption_accuracy
 
 __all__ = ["RobustnessReport"]
 
@@ -50,8 +51,9 @@ class RobustnessReport:
     Attributes:
         accuracy: `{attack: {eps: accuracy}}`.
         worst_case: `{eps: worst-case accuracy}`.
-        mean_corruption_accuracy: the mean over every corruption and
-            severity, or None.
+        mean_corruption_accuracy: the mean over corruptions of each one's
+            mean over severities (`corruptions.mean_corruption_accuracy`),
+            or None.
 
     Example:
 
@@ -136,8 +138,9 @@ class RobustnessReport:
 
     @property
     def mean_corruption_accuracy(self):
-        values = [v for row in self.corruption_accuracy.values() for v in row]
-        return float(np.mean(values)) if values else None
+        if not self.corruption_accuracy:
+            return None
+        return mean_corruption_accuracy(self.corruption_accuracy)
 
     def __repr__(self):
         worst = ", ".join(f"{e:g}: {a:.3f}" for e, a in self.worst_case.items())
