@@ -24,8 +24,11 @@ it. Where it breaks examples that PGD could not, the gradient is masked.
   reference's points of the run (rescaled to `queries`); for L2 at least 3
   and odd (then at most the image side).
 
-The square's position and signs are drawn per example (the reference's L2
-code and AutoAttack draw one position per batch).
+The square's position and signs are drawn per example, as the reference's
+L-inf code does (its L2 code and AutoAttack draw one position per batch),
+uniformly over every position that fits (the reference's L-inf code never
+places it against the last row or column). `queries` counts the start, as
+the reference does.
 """
 
 import numpy as np
@@ -165,8 +168,10 @@ def square(
         queries: int >= 1, model evaluations per example after the clean
             one: the start, then `queries - 1` squares. AutoAttack's
             standard run uses 5000; the default 1000 costs a fifth of the
-            time (on an undefended net nearly every example that falls,
-            falls within it).
+            time, and on an undefended net nearly every example that falls,
+            falls within it (a digits conv net, 397 images, L-inf: 0.509
+            accuracy after 1000 queries and after 5000 at eps 0.1; 0.018 and
+            0.013 at eps 0.2).
         p_init: number in (0, 1], the fraction of the pixels the first
             squares cover (AutoAttack's 0.8); halved along the run (see
             `steps.square_fraction`).
