@@ -3,8 +3,10 @@
 Two claims, measured in one run over several seeds (medians and ranges):
 
 - Strength: on the digits conv net, trained normally and adversarially, at
-  L-inf eps 0.05, 0.1 and 0.2, our worst-case accuracy (per example, the
-  strongest of our FGSM, 20-step PGD and APGD-CE) is at most that of
+  L-inf eps 0.05, 0.1 and 0.2, our worst-case accuracy (`robust.evaluate`'s
+  `report.worst_case[eps]`, its default attacks: FGSM, PGD-20, APGD-CE,
+  APGD-DLR, Square; and, cheaper, the per-example worst of our FGSM, PGD-20
+  and APGD-CE with 100 or 20 steps) is at most that of
   foolbox's `LinfPGD(steps=20)` (its default step, 0.01 / 0.3 of eps),
   foolbox's `FGSM`, and a plain 20-step PGD written below with
   `tf.GradientTape` (step `2.5 eps / 20`, random start, the last iterate).
@@ -604,7 +606,7 @@ def main(argv=None):
     )
     parser.add_argument(
         "--evaluate-attacks",
-        default="fgsm,pgd,apgd-ce",
+        default="default",
         help="robust.evaluate's attacks: comma-separated names, 'default' (its "
         "defaults, Square included) or 'none' (skip it)",
     )
