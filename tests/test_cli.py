@@ -467,3 +467,114 @@ def test_traceback_on_request(models, monkeypatch):
     monkeypatch.setenv("KERAS_HARDEN_TRACEBACK", "1")
     with pytest.raises(ValueError, match="corrupt.keras"):
         main(["diagnose", models["corrupt"], "--data", "digits"])
+
+
+# -- robustness ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def robust_model(tmp_path_factory, digits):
+    """A small digits classifier on inputs in [0, 1], trained 2 epochs."""
+    (x, y), _ = digits
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x / 255, y, epochs=2, batch_size=64, verbose=0)
+    path = kh.save_model(model, tmp_path_factory.mktemp("robust") / "mlp.keras")
+    keras.utils.clear_session()
+    return path
+
+
+def test_robustness_attack_names_are_evaluate_s():
+    from keras_harden.cli import _ATTACKS
+    from keras_harden.robust.evaluate import ATTACKS, DEFAULT_ATTACKS
+
+    assert set(_ATTACKS) == set(ATTACKS) == set(DEFAULT_ATTACKS)
+
+
+def test_robustness_prints_and_writes_what_evaluate_reports(
+    robust_model, tmp_path, capsys, digits
+):
+    from keras_harden.robust.evaluate import evaluate
+
+    report_path, plot_path = tmp_path / "out" / "report.md", tmp_path / "curve.png"
+    args = ["robustness", robust_model, "--data", "digits", "--eps", "0.1"]
+    args += ["--attacks", "fgsm,pgd", "--no-corruptions", "--examples", "64"]
+    args += ["--report", str(report_path), "--plot", str(plot_path)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    # the same evaluation in Python: the digits test split / 255, the first 64
+    _, (xt, yt) = digits
+    model = kh.load_model(robust_model)
+    expected = evaluate(
+        model,
+        (xt / 255, yt),
+        epsilons=[0.1],
+        attacks=["fgsm", "pgd"],
+        corruptions=(),
+        max_examples=64,
+        seed=0,
+        verbose=0,
+    ).to_markdown()
+    assert captured.out == (
+        f"{expected}\nreport: {report_path}\nplot: {plot_path}\n"
+    ), captured.out
+    assert report_path.read_text() == expected
+    assert plot_path.read_bytes()[:4] == b"\x89PNG"
+    # the clean accuracy it states, by hand
+    clean = np.mean(np.argmax(model.predict(xt[:64] / 255, verbose=0), -1) == yt[:64])
+    assert f"\nClean accuracy: {clean:.3f}\n" in expected
+    # progress went to stderr, a line per attack run (stderr is no terminal)
+    assert "] fgsm at eps 0.1: accuracy " in captured.err
+    assert "] pgd at eps 0.1: accuracy " in captured.err
+    assert "accuracy" not in captured.out.split("Clean accuracy")[0]
+    # a second run refuses to write over the files unless asked
+    assert main(args) == 1
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_robustness_on_an_npz_file_plots_beside_the_model(
+    robust_model, tmp_path, capsys, digits
+):
+    _, (xt, yt) = digits
+    model_path = tmp_path / "copy.keras"
+    model_path.write_bytes(open(robust_model, "rb").read())
+    data = tmp_path / "held_out.npz"
+    np.savez(data, x=xt[:32] / 255, y=np.eye(10)[yt[:32]])  # one-hot labels
+    args = ["robustness", str(model_path), "--data", str(data), "--eps", "0.05,0.1"]
+    args += ["--attacks", "fgsm", "--no-corruptions", "--quiet"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""  # --quiet: no progress
+    assert "# Robustness on 32 examples" in captured.out
+    assert "| fgsm |" in captured.out and "eps 0.05 | eps 0.1 |" in captured.out
+    png = tmp_path / "copy.robustness.png"
+    assert captured.out.endswith(f"plot: {png}\n")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (np.zeros((4, 64), "float32"), "takes inputs of shape (None, 8, 8, 1)"),
+        (np.full((4, 8, 8, 1), 255.0, "float32"), "outside --value-range 0,1"),
+    ],
+)
+def test_robustness_data_that_does_not_fit(robust_model, tmp_path, capsys, x, message):
+    data = tmp_path / "bad.npz"
+    np.savez(data, x=x, y=np.zeros(4, "int32"))
+    args = ["robustness", robust_model, "--data", str(data), "--eps", "0.1"]
+    assert main([*args, "--no-plot"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("keras-harden robustness: error:")
+    assert message in err, err
