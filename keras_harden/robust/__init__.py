@@ -21,6 +21,11 @@ The evaluation:
 - `gradient_masking`: the pure checks behind the report's warnings.
 - `steps`: the attacks' step maths as pure NumPy functions.
 
+Hardening:
+
+- `TestTimeAugmentation`: a model averaging the predictions over fixed
+  views of the input (saved and exported like any model).
+
 On the TensorFlow and JAX backends.
 """
 
@@ -32,9 +37,11 @@ from keras_harden.robust.fgsm import fgsm
 from keras_harden.robust.pgd import pgd
 from keras_harden.robust.report import RobustnessReport
 from keras_harden.robust.square import square
+from keras_harden.robust.test_time_augmentation import TestTimeAugmentation
 
 __all__ = [
     "RobustnessReport",
+    "TestTimeAugmentation",
     "apgd",
     "corrupt",
     "corruptions",

@@ -69,7 +69,7 @@ def gradient_masking_warnings(
     gradient = {n: a for n, a in accuracy.items() if n not in GRADIENT_FREE}
     one_step = {n: a for n, a in gradient.items() if n in ONE_STEP}
     iterative = {n: a for n, a in gradient.items() if n not in ONE_STEP}
-    for step_name, step in one_step.items():
+    for step in one_step.values():
         for name, by_eps in iterative.items():
             for eps, value in by_eps.items():
                 if eps in step and value > step[eps] + tolerance:
