@@ -38,6 +38,7 @@ SLOW = [
     ("README.md", "kh.harden("),
     ("docs/search.md", "kh.harden("),
     ("docs/search.md", "kh.lr_range_test("),
+    ("docs/robust.md", "report = robust.evaluate("),
     ("docs/initializers.md", "seed_search("),
     ("docs/initializers.md", "for _ in range(64)"),
 ]
