@@ -14,7 +14,8 @@ whatever the random start. PGD with 2 steps of `1.25 eps` (the default step
 TRADES ascends `KL(p(x) || p(x_adv))`, whose input gradient is `(q1 - p1) *
 d` (`p1`, `q1` the class-1 probabilities): the first step goes to whichever
 side the 0.001 start fell on and the divergence then grows that way, so its
-10 steps of `0.25 eps` end at one of the two corners of each example.
+10 steps of `0.226 eps` (2.26 eps in all) end at one of the two corners of
+each example.
 """
 
 import itertools
@@ -399,8 +400,15 @@ def test_defaults_of_each_method():
     model = _models.binary_linear()
     pgd = AdversarialTraining(model, "pgd", eps=0.2)
     assert (pgd.attack_steps, pgd.attack_step_size) == (10, pytest.approx(0.05))
+    # TRADES's reference: 0.007 at eps 0.031, 10 steps; 0.2 * 0.007 / 0.031
     trades = AdversarialTraining(model, "trades", eps=0.2)
-    assert (trades.attack_steps, trades.attack_step_size) == (10, pytest.approx(0.05))
+    assert (trades.attack_steps, trades.attack_step_size) == (
+        10,
+        pytest.approx(0.2 * 0.007 / 0.031),
+    )
+    # 5 steps cover the same 2.26 eps: twice the step
+    trades = AdversarialTraining(model, "trades", eps=0.2, steps=5)
+    assert trades.attack_step_size == pytest.approx(0.4 * 0.007 / 0.031)
     fast = AdversarialTraining(model, "fast", eps=0.2)
     assert (fast.attack_steps, fast.attack_step_size) == (1, pytest.approx(0.25))
     assert AdversarialTraining(model, eps=0.2, steps=4).attack_step_size == 0.125
@@ -515,6 +523,12 @@ def test_keras_model_methods_work_on_the_wrapper(tmp_path):
     logs = trainer.test_on_batch(X, Y, return_dict=True)
     assert logs["accuracy"] == 1.0 and "adversarial_accuracy" not in logs
     assert json.loads(trainer.to_json())["class_name"] == "AdversarialTraining"
+    # the classifier's signature
+    assert trainer.inputs == model.inputs and trainer.outputs == model.outputs
+    assert trainer.compute_output_shape((None, 4)) == (None, 2)
+    clone = keras.models.clone_model(trainer)
+    assert isinstance(clone, AdversarialTraining) and clone.model is not model
+    assert clone.get_config()["eps"] == EPS
 
 
 def test_fit_with_callbacks_logs_and_restores():
