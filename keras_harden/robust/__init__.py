@@ -23,6 +23,12 @@ The evaluation:
 
 Hardening:
 
+- `AdversarialTraining`: PGD (Madry et al.), TRADES (Zhang et al.) or fast
+  single-step adversarial training as a model wrapper kept inside
+  `compile`/`fit`; the wrapped model stays an ordinary model.
+- `CatastrophicOverfittingGuard`: a callback for fast training that watches
+  PGD accuracy on a held batch, restores the best epoch and stops on a
+  collapse.
 - `TestTimeAugmentation`: a model averaging the predictions over fixed
   views of the input (saved and exported like any model).
 
@@ -30,16 +36,20 @@ On the TensorFlow and JAX backends.
 """
 
 from keras_harden.robust import corruptions, gradient_masking, steps
+from keras_harden.robust.adversarial_training import AdversarialTraining
 from keras_harden.robust.apgd import apgd
 from keras_harden.robust.corruptions import corrupt
 from keras_harden.robust.evaluate import evaluate
 from keras_harden.robust.fgsm import fgsm
+from keras_harden.robust.overfitting import CatastrophicOverfittingGuard
 from keras_harden.robust.pgd import pgd
 from keras_harden.robust.report import RobustnessReport
 from keras_harden.robust.square import square
 from keras_harden.robust.test_time_augmentation import TestTimeAugmentation
 
 __all__ = [
+    "AdversarialTraining",
+    "CatastrophicOverfittingGuard",
     "RobustnessReport",
     "TestTimeAugmentation",
     "apgd",
