@@ -1,6 +1,6 @@
 """keras_harden: keep Keras training from blowing up and make trained models sturdier.
 
-Six families, one sub-package each:
+Seven families, one sub-package each:
 
 - `keras_harden.optimizers`: gradient clipping and non-finite step skipping as
   optimizer wrappers.
@@ -11,6 +11,8 @@ Six families, one sub-package each:
 - `keras_harden.diagnostics`: monitors, guards and reports for explosions.
 - `keras_harden.robust`: adversarial attacks (FGSM, PGD, APGD) on any
   classifier.
+- `keras_harden.privacy`: differentially private training and its privacy
+  budget (epsilon of DP-SGD, the noise for a target).
 
 Above the families, `keras_harden.search` orchestrates them: `harden` (a
 learning-rate range test, then successive halving over the remedies, the
@@ -47,6 +49,7 @@ __all__ = [
     "load_model",
     "lr_range_test",
     "optimizers",
+    "privacy",
     "robust",
     "save_model",
     "search",
@@ -63,6 +66,7 @@ _SUBMODULES = frozenset(
         "fusion",
         "initializers",
         "optimizers",
+        "privacy",
         "robust",
         "saving",
         "search",
@@ -85,6 +89,7 @@ if _typing.TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         fusion,
         initializers,
         optimizers,
+        privacy,
         robust,
         saving,
         search,
