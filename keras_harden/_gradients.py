@@ -15,7 +15,13 @@ import weakref
 import keras
 import numpy as np
 
-__all__ = ["input_gradient", "loss_and_gradients", "loss_and_input_gradients", "norm"]
+__all__ = [
+    "input_gradient",
+    "loss_and_gradients",
+    "loss_and_input_gradients",
+    "losses_and_input_gradient",
+    "norm",
+]
 
 
 def norm(arrays):
@@ -319,6 +325,77 @@ def input_gradient(model, x, y, loss_fn, training=False):
                 return keras.ops.sum(loss_fn(y, model(x, training=training)))
 
         return jax.grad(total)(keras.ops.convert_to_tensor(x))
+    raise NotImplementedError(
+        "Gradients with respect to the inputs are implemented for the "
+        f"TensorFlow and JAX backends only. Received: backend={backend!r}."
+    )
+
+
+def losses_and_input_gradient(model, x, y, loss_fn, training=False):
+    """The per-example losses, their gradient with respect to `x` and the
+    model's outputs, as backend tensors, for use inside a compiled function.
+
+    The symbolic counterpart of `loss_and_input_gradients` (and
+    `input_gradient` with the losses and outputs of the same forward pass):
+    on TensorFlow a `tf.GradientTape` that watches `x`, on JAX
+    `jax.value_and_grad` of a closure that calls the model with its
+    variables read through any `keras.StatelessScope` in force (so inside a
+    jitted function the caller maps the variables to the function's
+    arguments) and seen through `stop_gradient`. The losses are summed
+    before differentiating, so row `i` of the gradient is the gradient of
+    example `i`'s own loss.
+
+    Args:
+        model: a Keras model (or any layer) taking `x`.
+        x: a float tensor, the inputs to differentiate at.
+        y: the targets, in the form `loss_fn` takes.
+        loss_fn: `(y, outputs) -> per-example losses` written with
+            `keras.ops`.
+        training: the `training` flag of the forward pass.
+
+    Returns:
+        `(losses, gradient, outputs)`: `loss_fn(y, model(x))`, `d
+        sum(losses) / dx` of `x`'s shape, and `model(x)`.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")
+    >>> model = keras.Sequential([keras.Input((2,)), dense])
+    >>> x = keras.ops.convert_to_tensor(np.array([[1.0, 2.0]], "float32"))
+    >>> def squared(y, out):  # (x . w - y)^2 with w = (1, 1), y = 0
+    ...     return keras.ops.squeeze((out - y) ** 2, -1)
+    >>> losses, gradient, outputs = losses_and_input_gradient(
+    ...     model, x, np.zeros((1, 1), "float32"), squared)
+    >>> # x . w = 3: loss 9, d/dx (x . w)^2 = 2 * 3 * (1, 1)
+    >>> [keras.ops.convert_to_numpy(v).tolist() for v in (losses, gradient, outputs)]
+    [[9.0], [[6.0, 6.0]], [[3.0]]]
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = model(x, training=training)
+            losses = loss_fn(y, outputs)
+            total = keras.ops.sum(losses)
+        return losses, tape.gradient(total, x), outputs
+    if backend == "jax":
+        import jax
+
+        mapping = [(v, keras.ops.stop_gradient(v.value)) for v in model.variables]
+
+        def total(x):
+            with keras.StatelessScope(state_mapping=mapping):
+                outputs = model(x, training=training)
+            losses = loss_fn(y, outputs)
+            return keras.ops.sum(losses), (losses, outputs)
+
+        (_, (losses, outputs)), gradient = jax.value_and_grad(total, has_aux=True)(
+            keras.ops.convert_to_tensor(x)
+        )
+        return losses, gradient, outputs
     raise NotImplementedError(
         "Gradients with respect to the inputs are implemented for the "
         f"TensorFlow and JAX backends only. Received: backend={backend!r}."

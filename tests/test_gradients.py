@@ -230,3 +230,47 @@ def test_input_gradient_training_flag_reaches_the_model():
         np.testing.assert_array_equal(moving_mean, [0.0, 0.0])
     else:  # momentum 0.99: 0.01 * batch mean (2, 1)
         np.testing.assert_allclose(moving_mean, [0.02, 0.01], rtol=1e-5)
+
+
+# -- losses_and_input_gradient: losses, gradient and outputs, compiled -----------
+
+
+def test_losses_and_input_gradient_inside_a_compiled_function_by_hand():
+    # w = (1, -2): out = [-3, 3], r = out - y = [-3, 2], losses r^2 = [9, 4],
+    # gradient 2 r w (IG_EXPECTED). With w doubled to (2, -4): out = [-6, 6],
+    # r = [-6, 5], losses [36, 25], gradient (-24, 48) and (20, -40).
+    from keras_harden._gradients import losses_and_input_gradient
+
+    model = _ig_linear()
+    x = keras.ops.convert_to_tensor(IG_X)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        variables = model.trainable_variables
+
+        @jax.jit
+        def compute(values, x):
+            with keras.StatelessScope(
+                state_mapping=list(zip(variables, values, strict=True))
+            ):
+                return losses_and_input_gradient(model, x, IG_Y, _squared)
+
+        same = compute([v.value for v in variables], x)
+        doubled = compute([2 * v.value for v in variables], x)
+    else:
+        import tensorflow as tf
+
+        compute = tf.function(
+            lambda x: losses_and_input_gradient(model, x, IG_Y, _squared)
+        )
+        same = compute(x)
+        model.layers[0].kernel.assign([[2.0], [-4.0]])
+        doubled = compute(x)
+    for got, (losses, gradient, outputs) in (
+        (same, ([[9.0], [4.0]], IG_EXPECTED, [[-3.0], [3.0]])),
+        (doubled, ([[36.0], [25.0]], [[-24.0, 48.0], [20.0, -40.0]], [[-6.0], [6.0]])),
+    ):
+        got = [keras.ops.convert_to_numpy(v) for v in got]
+        np.testing.assert_allclose(got[0], losses)
+        np.testing.assert_allclose(got[1], gradient)
+        np.testing.assert_allclose(got[2], outputs)

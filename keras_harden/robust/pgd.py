@@ -15,8 +15,8 @@ result is independent of the others in its batch.
 import numpy as np
 
 from keras_harden._validation import check_bool, check_int, check_positive
-from keras_harden.robust import _common
-from keras_harden.robust.steps import ascent_step, random_point
+from keras_harden.robust import _common, _device_loop
+from keras_harden.robust.steps import random_point
 
 __all__ = ["pgd"]
 
@@ -125,28 +125,29 @@ def pgd(
     generator = _common.rng(seed)
 
     def attack_batch(xb, labels):
-        losses, clean_gradient, success = task.evaluate(xb, labels)
+        losses, _, success = task.evaluate(xb, labels)
         best = _common.Best(xb, success, task.objective(losses))
         for _ in range(restarts):
             index = np.flatnonzero(~best.success)
             if not index.size:
                 break
-            centre, target = xb[index], labels[index]
-            point, gradient = centre, clean_gradient[index]
+            centre = xb[index]
+            start = centre
             if random_start:
-                start = random_point(centre, task.eps, task.norm, generator)
-                point, gradient = task.project(start, centre), None
-            for _ in range(steps):
-                if gradient is None:  # not yet evaluated at `point`
-                    losses, gradient, success = task.evaluate(point, target)
-                    best.update(index, point, success, task.objective(losses))
-                    if best.success[index].all():
-                        break
-                moved = ascent_step(point, task.direction(gradient), step_size, norm)
-                point, gradient = task.project(moved, centre), None
-            else:
-                losses, _, success = task.evaluate(point, target)
-                best.update(index, point, success, task.objective(losses))
+                drawn = random_point(centre, task.eps, task.norm, generator)
+                start = task.project(drawn, centre)
+            # the steps run on the device; the points come back cast into
+            # the ball and the range exactly here
+            points, success, objective = _device_loop.run_pgd(
+                task,
+                centre,
+                start,
+                labels[index],
+                (best.points[index], best.success[index], best.objective[index]),
+                step_size,
+                steps,
+            )
+            best.update(index, task.project(points, centre), success, objective)
         return best.points
 
     return task.run(attack_batch)

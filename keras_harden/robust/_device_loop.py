@@ -1,0 +1,294 @@
+"""PGD's step loop as one compiled function per batch, on the device.
+
+The host loop of `pgd` paid one compiled gradient call and a round of NumPy
+maths per step (and, on an accelerator, a transfer each way). Here the whole
+run of `steps` iterations is one `keras.ops.while_loop` inside one compiled
+function (a `tf.function` on TensorFlow, `jax.jit` on JAX, cached per model,
+loss, norm, targeting, clipping and input layout): per iteration the
+gradient (`keras_harden._gradients.losses_and_input_gradient`), the best
+point so far, the ascent step and the projection, all in the inputs' float
+type. The loop stops early once every example is broken. The host draws the
+random starts and casts the returned points into the ball and the range
+exactly (`steps.cast_inside`).
+
+The maths are the `steps` functions written with `keras.ops`: `sign_step`,
+`l2_step`, `project` and the best-point rule of `steps.improves`.
+"""
+
+import weakref
+
+import keras
+import numpy as np
+
+from keras_harden._gradients import losses_and_input_gradient
+from keras_harden.robust import _common
+
+# A per-example norm below this counts as zero (as in `steps`).
+_TINY = 1e-12
+
+
+def _per_example(value, ndim):
+    """A `(batch,)` tensor shaped to broadcast over a batch of rank `ndim`."""
+    return keras.ops.reshape(value, (-1,) + (1,) * (ndim - 1))
+
+
+def _flat(a):
+    return keras.ops.reshape(a, (-1, int(np.prod(a.shape[1:]))))
+
+
+def _l2_norms(a):
+    """Per-example Euclidean norms, scaled by the largest entry first so that
+    squaring neither overflows nor underflows the float type."""
+    flat = _flat(a)
+    largest = keras.ops.max(keras.ops.abs(flat), axis=1)
+    safe = keras.ops.where(largest > 0, largest, keras.ops.ones_like(largest))
+    scaled = flat / keras.ops.expand_dims(safe, 1)
+    return largest * keras.ops.sqrt(keras.ops.sum(scaled * scaled, axis=1))
+
+
+def ascent_step(point, gradient, step_size, norm):
+    """`point + step_size * sign(gradient)` (L-inf) or `point + step_size *
+    gradient / ||gradient||` per example (L2; a zero gradient does not
+    move): `steps.ascent_step` in `keras.ops`."""
+    if norm == "linf":
+        return point + step_size * keras.ops.sign(gradient)
+    norms = _per_example(_l2_norms(gradient), len(point.shape))
+    direction = keras.ops.where(
+        norms > _TINY, gradient / keras.ops.maximum(norms, _TINY), 0.0
+    )
+    return point + step_size * keras.ops.cast(direction, point.dtype)
+
+
+def project(point, centre, eps, norm, low=None, high=None):
+    """Into the `norm` ball of radius `eps` around `centre`, then into `[low,
+    high]` (no clip when they are None): `steps.project` in `keras.ops`."""
+    delta = point - centre
+    if norm == "linf":
+        inside = centre + keras.ops.clip(delta, -eps, eps)
+    else:
+        norms = _l2_norms(delta)
+        scale = keras.ops.where(norms > eps, eps / keras.ops.maximum(norms, _TINY), 1.0)
+        scale = keras.ops.cast(scale, point.dtype)
+        inside = centre + delta * _per_example(scale, len(point.shape))
+    if low is None:
+        return inside
+    return keras.ops.clip(inside, low, high)
+
+
+def update_best(best_point, best_success, best_objective, point, success, objective):
+    """The best points after one more iterate (`steps.improves`): a success
+    beats a failure and is kept for good; between failures the higher
+    objective wins. Returns `(best_point, best_success, best_objective)`."""
+    better = keras.ops.logical_and(
+        keras.ops.logical_not(best_success),
+        keras.ops.logical_or(success, objective > best_objective),
+    )
+    mask = _per_example(better, len(point.shape))
+    return (
+        keras.ops.where(mask, point, best_point),
+        keras.ops.where(better, success, best_success),
+        keras.ops.where(better, objective, best_objective),
+    )
+
+
+def _judge(outputs, losses, labels, targeted):
+    """`(success, objective)` of a forward pass."""
+    predicted = keras.ops.cast(keras.ops.argmax(outputs, axis=-1), labels.dtype)
+    if targeted:
+        return keras.ops.equal(predicted, labels), -losses
+    return keras.ops.not_equal(predicted, labels), losses
+
+
+def pgd_loop(
+    model,
+    loss_fn,
+    centre,
+    start,
+    labels,
+    best,
+    eps,
+    step_size,
+    steps,
+    low,
+    high,
+    norm,
+    targeted,
+):
+    """`steps` PGD iterations from `start`, traceable (`keras.ops` only).
+
+    Per iteration: the losses, gradient and outputs at the point, the best
+    point updated with them, then one ascent step on the objective (the
+    loss; minus it when `targeted`) and the projection. After the last step
+    the final point is judged too. The loop stops once every example is a
+    success (a success is never replaced, so the result of each example
+    does not depend on when its batch stops).
+
+    Args:
+        model, loss_fn: the classifier and its per-example loss.
+        centre: the clean batch; start: the first iterate (inside the ball
+            and the range); labels: int32 labels (targets when targeted).
+        best: `(points, success, objective)` so far, per example.
+        eps, step_size, low, high: scalars in the batch's float type (`low`
+            None for no clipping); steps: an int32 scalar.
+        norm: "linf" or "l2"; targeted: bool.
+
+    Returns:
+        The best `(points, success, objective)` after the run.
+    """
+
+    def cond(i, point, best_point, best_success, best_objective):
+        return keras.ops.logical_and(
+            i < steps, keras.ops.logical_not(keras.ops.all(best_success))
+        )
+
+    def body(i, point, best_point, best_success, best_objective):
+        losses, gradient, outputs = losses_and_input_gradient(
+            model, point, labels, loss_fn
+        )
+        success, objective = _judge(outputs, losses, labels, targeted)
+        best_point, best_success, best_objective = update_best(
+            best_point, best_success, best_objective, point, success, objective
+        )
+        direction = -gradient if targeted else gradient
+        moved = ascent_step(point, direction, step_size, norm)
+        point = project(moved, centre, eps, norm, low, high)
+        return i + 1, point, best_point, best_success, best_objective
+
+    _, point, *best = keras.ops.while_loop(
+        cond, body, (keras.ops.zeros((), "int32"), start, *best)
+    )
+    outputs = model(point, training=False)
+    success, objective = _judge(outputs, loss_fn(labels, outputs), labels, targeted)
+    return update_best(*best, point, success, objective)
+
+
+_TF_LOOPS = weakref.WeakKeyDictionary()
+_JAX_LOOPS = weakref.WeakKeyDictionary()
+
+
+def _compiled(model, loss_fn, norm, targeted, clip, x):
+    """The compiled `pgd_loop` for `model` and `loss_fn`, cached per model
+    (held weakly) and per norm, targeting, clipping and input layout: a
+    `tf.function` on TensorFlow (one trace for any batch size), `jax.jit`
+    with the variables as arguments on JAX (one compile per batch shape).
+    The function takes and returns backend tensors."""
+    backend = keras.backend.backend()
+    cache = _TF_LOOPS if backend == "tensorflow" else _JAX_LOOPS
+    per_model = cache.setdefault(model, {})
+    key = (id(loss_fn), norm, targeted, clip, tuple(x.shape[1:]), str(x.dtype))
+    if key in per_model:
+        return per_model[key][1]
+    model_ref = weakref.ref(model)
+
+    def run(centre, start, labels, points, success, objective, *scalars):
+        eps, step_size, steps, low, high = scalars
+        if not clip:
+            low = high = None
+        return pgd_loop(
+            model_ref(),
+            loss_fn,
+            centre,
+            start,
+            labels,
+            (points, success, objective),
+            eps,
+            step_size,
+            steps,
+            low,
+            high,
+            norm,
+            targeted,
+        )
+
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        batch = tf.TensorSpec((None, *x.shape[1:]), x.dtype)
+        scalar = tf.TensorSpec((), x.dtype)
+        signature = [
+            batch,
+            batch,
+            tf.TensorSpec((None,), tf.int32),
+            batch,
+            tf.TensorSpec((None,), tf.bool),
+            tf.TensorSpec((None,), x.dtype),
+            scalar,
+            scalar,
+            tf.TensorSpec((), tf.int32),
+            scalar,
+            scalar,
+        ]
+        function = tf.function(run, input_signature=signature)
+    else:
+        import jax
+
+        def stateless(trainable, non_trainable, *args):
+            current = model_ref()
+            mapping = list(
+                zip(current.trainable_variables, trainable, strict=True)
+            ) + list(zip(current.non_trainable_variables, non_trainable, strict=True))
+            with keras.StatelessScope(state_mapping=mapping):
+                return run(*args)
+
+        jitted = jax.jit(stateless)
+
+        def function(*args):
+            current = model_ref()
+            return jitted(
+                [v.value for v in current.trainable_variables],
+                [v.value for v in current.non_trainable_variables],
+                *args,
+            )
+
+    per_model[key] = (loss_fn, function)
+    return function
+
+
+def run_pgd(task, centre, start, labels, best, step_size, steps):
+    """One PGD run of `steps` iterations on a batch, on the device.
+
+    Args:
+        task: the attack's `_common.Task` (model, loss, eps, norm, range,
+            targeting, batch size).
+        centre: the clean examples, in `task.x`'s dtype; start: the first
+            iterates, inside the ball and the range; labels: their labels.
+        best: `(points, success, objective)` so far for these examples.
+        step_size: the step; steps: the iterations.
+
+    Returns:
+        NumPy `(points, success, objective)`: the best per example after the
+        run. The points are in the float type of `centre` but not yet cast
+        into the ball exactly (`Task.project` does that).
+    """
+    n = len(centre)
+    dtype = centre.dtype
+    padded = _common._bucket(n, task.batch_size)
+    arrays = [
+        np.asarray(centre),
+        np.asarray(start, dtype),
+        np.asarray(labels, np.int32),
+        np.asarray(best[0], dtype),
+        np.asarray(best[1], bool),
+        np.asarray(best[2], dtype),
+    ]
+    if padded > n and keras.backend.backend() == "jax":
+        # one compile per bucket size: pad with copies of the first example
+        extra = np.zeros(padded - n, int)
+        arrays = [np.concatenate([a, a[extra]]) for a in arrays]
+    clip = task.value_range is not None
+    low, high = task.value_range if clip else (0.0, 0.0)
+    scalars = [
+        np.asarray(task.eps, dtype),
+        np.asarray(step_size, dtype),
+        np.asarray(steps, np.int32),
+        np.asarray(low, dtype),
+        np.asarray(high, dtype),
+    ]
+    function = _compiled(
+        task.model, task.loss_fn, task.norm, task.targeted, clip, centre
+    )
+    result = function(*[keras.ops.convert_to_tensor(a) for a in arrays + scalars])
+    points, success, objective = (
+        np.array(keras.ops.convert_to_numpy(v)) for v in result
+    )
+    return points[:n], success[:n], objective[:n].astype(np.float64)
