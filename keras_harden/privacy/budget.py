@@ -79,7 +79,8 @@ def epsilon(noise_multiplier, sampling_rate, steps, delta, accountant="rdp"):
       hundredths of a second) and an upper bound.
     - `"pld"`: privacy loss distributions (Koskela et al. 2020; Doroshenko et
       al. 2022), discretised at dp-accounting's default interval of 1e-4: a
-      tighter epsilon (about 10% lower for DP-SGD on MNIST), ten times slower.
+      tighter epsilon (8% lower for DP-SGD on MNIST: 2.38 against 2.60),
+      ten times slower.
 
     Args:
         noise_multiplier: the noise standard deviation over the clipping

@@ -134,8 +134,9 @@ class Plan:
         return self.candidates[index]
 
     def to_markdown(self):
-        """The candidates as a Markdown table, best first; `noise ratio` is
-        `noise_ratio` times 1000 and `vs best` its ratio to the first."""
+        """The candidates as a Markdown table, best first; `epsilon` rounded
+        down to three decimals, `noise ratio` is `noise_ratio` times 1000 and
+        `vs best` its ratio to the first."""
         best = self.candidates[0]["noise_ratio"]
         lines = [
             "| rank | batch size | epochs | steps | sampling rate | noise "
@@ -143,10 +144,11 @@ class Plan:
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for rank, c in enumerate(self.candidates, start=1):
+            spent = math.floor(c["epsilon"] * 1e3) / 1e3  # never shown above
             lines.append(
                 f"| {rank} | {c['batch_size']} | {c['epochs']} | {c['steps']} | "
                 f"{_fmt(c['sampling_rate'])} | {_fmt(c['noise_multiplier'])} | "
-                f"{_fmt(c['epsilon'], 4)} | {_fmt(1e3 * c['noise_ratio'])} | "
+                f"{spent:.3f} | {_fmt(1e3 * c['noise_ratio'])} | "
                 f"{_fmt(c['noise_ratio'] / best)} |"
             )
         return "\n".join(lines)
