@@ -40,6 +40,7 @@ SLOW = [
     ("docs/search.md", "kh.lr_range_test("),
     ("docs/robust.md", "report = robust.evaluate("),
     ("README.md", "kh.robust.AdversarialTraining("),
+    ("docs/robust.md", "robust.AdversarialTraining("),
     ("docs/initializers.md", "seed_search("),
     ("docs/initializers.md", "for _ in range(64)"),
 ]
