@@ -1,15 +1,18 @@
 """PGD's step loop as one compiled function per batch, on the device.
 
-The host loop of `pgd` paid one compiled gradient call and a round of NumPy
-maths per step (and, on an accelerator, a transfer each way). Here the whole
-run of `steps` iterations is one `keras.ops.while_loop` inside one compiled
-function (a `tf.function` on TensorFlow, `jax.jit` on JAX, cached per model,
-loss, norm, targeting, clipping and input layout): per iteration the
-gradient (`keras_harden._gradients.losses_and_input_gradient`), the best
-point so far, the ascent step and the projection, all in the inputs' float
-type. The loop stops early once every example is broken. The host draws the
-random starts and casts the returned points into the ball and the range
-exactly (`steps.cast_inside`).
+A host loop pays one compiled gradient call and a round of NumPy maths per
+step (and, on an accelerator, a transfer each way). Here `SEGMENT` steps at
+a time run as one `keras.ops.while_loop` inside one compiled function (a
+`tf.function` on TensorFlow, `jax.jit` on JAX, cached per model, loss,
+norm, targeting, clipping and input layout): per iteration the gradient
+(`keras_harden._gradients.losses_and_input_gradient`), the best point so
+far, the ascent step and the projection, all in the inputs' float type.
+Between two segments the host drops the examples already broken, so the
+later steps compute only the others (on the standard digits net of
+`benchmarks/robustness.py` this skips about 30% of the work); within one
+the loop stops once every example is broken. The host draws the random
+starts and casts the returned points into the ball and the range exactly
+(`steps.cast_inside`).
 
 The maths are the `steps` functions written with `keras.ops`: `sign_step`,
 `l2_step`, `project` and the best-point rule of `steps.improves`.
@@ -25,6 +28,8 @@ from keras_harden.robust import _common
 
 # A per-example norm below this counts as zero (as in `steps`).
 _TINY = 1e-12
+# Steps per compiled call: between calls the broken examples are dropped.
+SEGMENT = 5
 
 
 def _per_example(value, ndim):
@@ -109,6 +114,7 @@ def pgd_loop(
     eps,
     step_size,
     steps,
+    final,
     low,
     high,
     norm,
@@ -118,8 +124,8 @@ def pgd_loop(
 
     Per iteration: the losses, gradient and outputs at the point, the best
     point updated with them, then one ascent step on the objective (the
-    loss; minus it when `targeted`) and the projection. After the last step
-    the final point is judged too. The loop stops once every example is a
+    loss; minus it when `targeted`) and the projection. After the last step,
+    when `final`, the last point is judged too. The loop stops once every example is a
     success (a success is never replaced, so the result of each example
     does not depend on when its batch stops).
 
@@ -129,11 +135,13 @@ def pgd_loop(
             and the range); labels: int32 labels (targets when targeted).
         best: `(points, success, objective)` so far, per example.
         eps, step_size, low, high: scalars in the batch's float type (`low`
-            None for no clipping); steps: an int32 scalar.
+            None for no clipping); steps: an int32 scalar; final: a bool
+            scalar.
         norm: "linf" or "l2"; targeted: bool.
 
     Returns:
-        The best `(points, success, objective)` after the run.
+        `(point, best_points, best_success, best_objective)`: the last
+        iterate (to go on from) and the best after the run.
     """
 
     def cond(i, point, best_point, best_success, best_objective):
@@ -157,9 +165,14 @@ def pgd_loop(
     _, point, *best = keras.ops.while_loop(
         cond, body, (keras.ops.zeros((), "int32"), start, *best)
     )
-    outputs = model(point, training=False)
-    success, objective = _judge(outputs, loss_fn(labels, outputs), labels, targeted)
-    return update_best(*best, point, success, objective)
+
+    def judge_last():
+        outputs = model(point, training=False)
+        success, objective = _judge(outputs, loss_fn(labels, outputs), labels, targeted)
+        return update_best(*best, point, success, objective)
+
+    best = keras.ops.cond(final, judge_last, lambda: tuple(best))
+    return (point, *best)
 
 
 _TF_LOOPS = weakref.WeakKeyDictionary()
@@ -181,7 +194,7 @@ def _compiled(model, loss_fn, norm, targeted, clip, x):
     model_ref = weakref.ref(model)
 
     def run(centre, start, labels, points, success, objective, *scalars):
-        eps, step_size, steps, low, high = scalars
+        eps, step_size, steps, final, low, high = scalars
         if not clip:
             low = high = None
         return pgd_loop(
@@ -194,6 +207,7 @@ def _compiled(model, loss_fn, norm, targeted, clip, x):
             eps,
             step_size,
             steps,
+            final,
             low,
             high,
             norm,
@@ -215,10 +229,13 @@ def _compiled(model, loss_fn, norm, targeted, clip, x):
             scalar,
             scalar,
             tf.TensorSpec((), tf.int32),
+            tf.TensorSpec((), tf.bool),
             scalar,
             scalar,
         ]
-        function = tf.function(run, input_signature=signature)
+        # XLA (jit_compile=True) ran this loop 2x slower on CPU; the plain
+        # graph runs any batch size without retracing
+        function = tf.function(run, input_signature=signature).get_concrete_function()
     else:
         import jax
 
@@ -244,8 +261,23 @@ def _compiled(model, loss_fn, norm, targeted, clip, x):
     return function
 
 
+def judge(task, points, labels):
+    """`(objective, success)` at `points`, NumPy: the attack's objective
+    (the loss; minus it when targeted) in float64 and whether each point is
+    misclassified (targeted: classified as its label). A forward pass only:
+    the compiled loop run for no step."""
+    n = len(points)
+    none = (points, np.zeros(n, bool), np.full(n, -np.inf))
+    _, success, objective = run_pgd(task, points, points, labels, none, 1.0, 0)
+    return objective, success
+
+
 def run_pgd(task, centre, start, labels, best, step_size, steps):
     """One PGD run of `steps` iterations on a batch, on the device.
+
+    The run goes in segments of `SEGMENT` steps; between two, the examples
+    already broken are dropped (they are final: a success is never
+    replaced), so later segments compute only the unbroken ones.
 
     Args:
         task: the attack's `_common.Task` (model, loss, eps, norm, range,
@@ -260,35 +292,49 @@ def run_pgd(task, centre, start, labels, best, step_size, steps):
         run. The points are in the float type of `centre` but not yet cast
         into the ball exactly (`Task.project` does that).
     """
-    n = len(centre)
     dtype = centre.dtype
-    padded = _common._bucket(n, task.batch_size)
-    arrays = [
-        np.asarray(centre),
-        np.asarray(start, dtype),
-        np.asarray(labels, np.int32),
-        np.asarray(best[0], dtype),
-        np.asarray(best[1], bool),
-        np.asarray(best[2], dtype),
-    ]
-    if padded > n and keras.backend.backend() == "jax":
-        # one compile per bucket size: pad with copies of the first example
-        extra = np.zeros(padded - n, int)
-        arrays = [np.concatenate([a, a[extra]]) for a in arrays]
     clip = task.value_range is not None
     low, high = task.value_range if clip else (0.0, 0.0)
-    scalars = [
-        np.asarray(task.eps, dtype),
-        np.asarray(step_size, dtype),
-        np.asarray(steps, np.int32),
-        np.asarray(low, dtype),
-        np.asarray(high, dtype),
-    ]
     function = _compiled(
         task.model, task.loss_fn, task.norm, task.targeted, clip, centre
     )
-    result = function(*[keras.ops.convert_to_tensor(a) for a in arrays + scalars])
-    points, success, objective = (
-        np.array(keras.ops.convert_to_numpy(v)) for v in result
-    )
-    return points[:n], success[:n], objective[:n].astype(np.float64)
+    jax = keras.backend.backend() == "jax"
+    point = np.array(start, dtype)
+    labels = np.asarray(labels, np.int32)
+    points, success = np.array(best[0], dtype), np.array(best[1], bool)
+    objective = np.array(best[2], np.float64)
+    done, first = 0, True
+    while first or done < steps:  # once at least (no steps: the start judged)
+        first = False
+        index = np.flatnonzero(~success)
+        if not index.size:
+            break
+        count = min(SEGMENT, steps - done)
+        done += count
+        n = len(index)
+        arrays = [
+            centre[index],
+            point[index],
+            labels[index],
+            points[index],
+            success[index],
+            objective[index].astype(dtype),
+        ]
+        padded = _common._bucket(n, task.batch_size)
+        if padded > n and jax:
+            # one compile per bucket size: pad with copies of the first row
+            extra = np.zeros(padded - n, int)
+            arrays = [np.concatenate([a, a[extra]]) for a in arrays]
+        scalars = [
+            np.asarray(task.eps, dtype),
+            np.asarray(step_size, dtype),
+            np.asarray(count, np.int32),
+            np.asarray(done == steps),
+            np.asarray(low, dtype),
+            np.asarray(high, dtype),
+        ]
+        result = function(*[keras.ops.convert_to_tensor(a) for a in arrays + scalars])
+        result = [np.asarray(keras.ops.convert_to_numpy(v))[:n] for v in result]
+        point[index], points[index], success[index] = result[:3]
+        objective[index] = result[3]
+    return points, success, objective

@@ -125,8 +125,8 @@ def pgd(
     generator = _common.rng(seed)
 
     def attack_batch(xb, labels):
-        losses, _, success = task.evaluate(xb, labels)
-        best = _common.Best(xb, success, task.objective(losses))
+        objective, success = _device_loop.judge(task, xb, labels)
+        best = _common.Best(xb, success, objective)
         for _ in range(restarts):
             index = np.flatnonzero(~best.success)
             if not index.size:

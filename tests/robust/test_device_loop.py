@@ -158,7 +158,13 @@ def data(net):
     "norm, eps, targeted",
     [("linf", 0.08, False), ("l2", 0.2, False), ("linf", 0.1, True)],
 )
-def test_the_device_loop_agrees_with_the_numpy_loop(net, data, norm, eps, targeted):
+@pytest.mark.parametrize("segment", [2, 50])
+def test_the_device_loop_agrees_with_the_numpy_loop(
+    net, data, norm, eps, targeted, segment, monkeypatch
+):
+    # in segments of 2 steps (the broken examples dropped between them) or
+    # in one call: the same result per example
+    monkeypatch.setattr(_device_loop, "SEGMENT", segment)
     x, labels = data
     if targeted:  # the runner-up class of each example
         labels = np.argsort(_common.forward(net, x), -1)[:, -2].astype(np.int32)
@@ -179,7 +185,9 @@ def test_the_device_loop_agrees_with_the_numpy_loop(net, data, norm, eps, target
 
 def test_the_device_loop_reads_the_current_weights(data):
     # The compiled loop is cached per model: after the weights change (as
-    # between epochs of training) it must attack the new model.
+    # between epochs of training) it must attack the new model. The clean
+    # judgement (a forward pass through the loop run for no step) is the
+    # host's.
     x, labels = data
     model = small_mlp(seed=4)
     for scale in (1.0, -2.0):
@@ -188,6 +196,9 @@ def test_the_device_loop_reads_the_current_weights(data):
         task = _common.Task(model, x, labels, 0.1, "linf", (0, 1), True, 128)
         losses, _, hit = task.evaluate(x, labels)
         best = (x, hit, task.objective(losses))
+        objective, success = _device_loop.judge(task, x, labels)
+        np.testing.assert_array_equal(success, hit)
+        np.testing.assert_allclose(objective, task.objective(losses), rtol=1e-5)
         got = _device_loop.run_pgd(task, x, x, labels, best, 0.05, 4)
         want = _reference(task, x, x, labels, best, 0.05, 4)
         np.testing.assert_array_equal(got[1], want[1])
