@@ -1,3 +1,4 @@
+import logging
 import math
 
 import dp_accounting
@@ -298,3 +299,19 @@ def test_noise_multiplier_bad_arguments(kwargs, message):
 def test_steps_for_bad_arguments(args, message):
     with pytest.raises(ValueError, match=f"{message}$"):
         steps_for(*args)
+
+
+def test_unconverged_order_notes_are_silenced_and_the_figure_unchanged(caplog):
+    # noise 1 at sampling rate 0.183: the series of the fractional orders
+    # 1.1 to 1.7 do not converge; dp-accounting drops them and logs a line each
+    q = 256 / 1400
+    with caplog.at_level("WARNING", logger="absl"):
+        reference = _reference(1.0, q, 100, 1e-5, "rdp")
+    assert sum("failed to converge" in r.getMessage() for r in caplog.records) >= 5
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="absl"):
+        assert epsilon(1.0, q, 100, 1e-5) == reference
+        noise_multiplier(8.0, 1e-5, q, 100)
+    assert not [r for r in caplog.records if "failed to converge" in r.getMessage()]
+    # the filter is gone afterwards
+    assert not logging.getLogger("absl").filters
