@@ -175,7 +175,7 @@ def test_pld_is_tighter_than_rdp_for_dp_sgd():
         (3.0, MNIST_Q, MNIST_STEPS, "rdp"),
         (8.0, 64 / 1400, 440, "rdp"),  # below 1: found by halving from 1
         (1.0, 256 / 1400, 60, "rdp"),
-        (3.0, 64 / 1400, 440, "pld"),
+        pytest.param(3.0, 64 / 1400, 440, "pld", marks=pytest.mark.slow),
     ],
 )
 def test_noise_multiplier_round_trip(target, q, steps, accountant):
@@ -311,7 +311,7 @@ def test_unconverged_order_notes_are_silenced_and_the_figure_unchanged(caplog):
     caplog.clear()
     with caplog.at_level("WARNING", logger="absl"):
         assert epsilon(1.0, q, 100, 1e-5) == reference
-        noise_multiplier(8.0, 1e-5, q, 100)
+        noise_multiplier(8.0, 1e-5, q, 100, tolerance=0.05)
     assert not [r for r in caplog.records if "failed to converge" in r.getMessage()]
     # the filter is gone afterwards
     assert not logging.getLogger("absl").filters
