@@ -41,7 +41,6 @@ __all__ = [
     "default_step_size",
     "fast_step_size",
     "integer_labels",
-    "is_probabilities",
     "kl_divergence",
     "linf_pgd",
     "log_probabilities",
@@ -57,10 +56,6 @@ TRADES_STEPS = 10
 TRADES_STEP_FACTOR = 0.007 / 0.031
 TRADES_START_SCALE = 0.001
 
-# Rows within this of summing to 1 (and in [0, 1]) count as probabilities,
-# the rule of `keras_harden._outputs.looks_like_probabilities`; float16
-# outputs get a looser one (their spacing near 1 is 4.9e-4).
-_SUM_TOLERANCE = {"float16": 1e-2, "bfloat16": 5e-2}
 _FLOOR = 1e-30
 
 
@@ -155,45 +150,20 @@ def linf_pgd(gradient_fn, x, start_noise, eps, step_size, steps, value_range):
     return points
 
 
-def is_probabilities(outputs):
-    """A scalar bool tensor: whether every row of `outputs` lies in [0, 1]
-    and sums to 1 (within 1e-3; 1e-2 for float16 outputs), the rule of
-    `keras_harden._outputs.looks_like_probabilities`, as a tensor function.
-
-    >>> bool(is_probabilities(np.array([[0.25, 0.75]], "float32")))
-    True
-    >>> bool(is_probabilities(np.array([[2.0, -1.0]], "float32")))
-    False
-    """
-    tolerance = _SUM_TOLERANCE.get(keras.backend.standardize_dtype(outputs.dtype), 1e-3)
-    outputs = keras.ops.cast(outputs, "float32")
-    sums = keras.ops.sum(outputs, axis=-1)
-    return keras.ops.logical_and(
-        keras.ops.logical_and(
-            keras.ops.all(outputs >= 0.0), keras.ops.all(outputs <= 1.0)
-        ),
-        keras.ops.all(keras.ops.abs(sums - 1.0) <= tolerance),
-    )
-
-
 def _choose(from_logits, outputs, if_logits, if_probabilities):
-    """`if_logits(outputs)` or `if_probabilities(outputs)`: chosen in Python
-    when `from_logits` is a bool, else per batch by `is_probabilities` (both
-    computed, one selected; each is finite on any input)."""
+    """`if_logits(outputs)` or `if_probabilities(outputs)`, in float32."""
+    if not isinstance(from_logits, bool):
+        raise ValueError(
+            "`from_logits` must be True or False. "
+            f"Received: from_logits={from_logits!r}"
+        )
     outputs = keras.ops.cast(outputs, "float32")
-    if from_logits is True:
-        return if_logits(outputs)
-    if from_logits is False:
-        return if_probabilities(outputs)
-    return keras.ops.where(
-        is_probabilities(outputs), if_probabilities(outputs), if_logits(outputs)
-    )
+    return if_logits(outputs) if from_logits else if_probabilities(outputs)
 
 
-def log_probabilities(outputs, from_logits=None):
+def log_probabilities(outputs, from_logits):
     """`log softmax(outputs)` for logits, `log(max(p, 1e-30))` for
-    probabilities, in float32; `from_logits=None` decides per batch with
-    `is_probabilities`.
+    probabilities, in float32.
 
     >>> lp = log_probabilities(np.array([[0.0, np.log(3.0)]], "float32"), True)
     >>> np.round(np.exp(keras.ops.convert_to_numpy(lp)), 6).tolist()  # 1/4, 3/4
@@ -207,12 +177,13 @@ def log_probabilities(outputs, from_logits=None):
     )
 
 
-def cross_entropy(labels, outputs, from_logits=None):
+def cross_entropy(labels, outputs, from_logits):
     """Per-example cross-entropy `-log p[label]` (float32) of logits or
     probabilities; with probabilities it keeps the gradient of a confident
     prediction (`keras_harden.robust._common.cross_entropy_probabilities`).
 
-    >>> ce = cross_entropy(np.array([1]), np.array([[0.0, np.log(3.0)]], "float32"))
+    >>> logits = np.array([[0.0, np.log(3.0)]], "float32")
+    >>> ce = cross_entropy(np.array([1]), logits, from_logits=True)
     >>> round(float(keras.ops.convert_to_numpy(ce)[0]), 6)  # -log(3/4)
     0.287682
     """
@@ -224,7 +195,7 @@ def cross_entropy(labels, outputs, from_logits=None):
     )
 
 
-def kl_divergence(clean_outputs, outputs, from_logits=None):
+def kl_divergence(clean_outputs, outputs, from_logits):
     """Per-example `KL(p || q) = sum_i p_i (log p_i - log q_i)` (float32),
     `p` from `clean_outputs` and `q` from `outputs` (logits or
     probabilities, last axis).
