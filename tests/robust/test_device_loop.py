@@ -164,7 +164,7 @@ def test_the_device_loop_agrees_with_the_numpy_loop(
 ):
     # in segments of 2 steps (the broken examples dropped between them) or
     # in one call: the same result per example
-    monkeypatch.setattr(_device_loop, "SEGMENT", segment)
+    monkeypatch.setitem(_device_loop.SEGMENTS, keras.backend.backend(), segment)
     x, labels = data
     if targeted:  # the runner-up class of each example
         labels = np.argsort(_common.forward(net, x), -1)[:, -2].astype(np.int32)
