@@ -10,6 +10,10 @@ examples still unbroken run again from a new random point. Per example the
 first iterate the model misclassifies (targeted: the first to reach the
 target) is returned, else the iterate of highest loss; so each example's
 result is independent of the others in its batch.
+
+The steps run on the device, compiled once per model and loss
+(`_device_loop`); the host draws the random starts and casts the returned
+points into the ball and the range exactly.
 """
 
 import numpy as np
