@@ -192,6 +192,11 @@ def _compiled(model, loss_fn, norm, targeted, clip, x):
     with the variables as arguments on JAX (one compile per batch shape).
     The function takes and returns backend tensors."""
     backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        raise NotImplementedError(
+            "The attacks' compiled loop is implemented for the TensorFlow and "
+            f"JAX backends only. Received: backend={backend!r}."
+        )
     cache = _TF_LOOPS if backend == "tensorflow" else _JAX_LOOPS
     per_model = cache.setdefault(model, {})
     key = (id(loss_fn), norm, targeted, clip, tuple(x.shape[1:]), str(x.dtype))

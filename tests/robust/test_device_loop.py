@@ -203,3 +203,11 @@ def test_the_device_loop_reads_the_current_weights(data):
         want = _reference(task, x, x, labels, best, 0.05, 4)
         np.testing.assert_array_equal(got[1], want[1])
         np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+
+
+def test_an_unsupported_backend_is_named(net, data, monkeypatch):
+    x, labels = data
+    task = _common.Task(net, x, labels, 0.1, "linf", (0, 1), True, 128)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(NotImplementedError, match="Received: backend='torch'"):
+        _device_loop.judge(task, x, labels)
