@@ -190,13 +190,24 @@ def test_fast_with_a_step_of_two_eps_reaches_the_corner():
     _check_pgd_step(_trainer("fast", step_size=2.5 * EPS))
 
 
+def _two_replicas(tf):
+    """Two CPU replicas that reduce through one device, not collective ops:
+    TensorFlow keys collective ops by device set and a counter that every
+    new strategy restarts, so collectives of other shapes here would clash
+    with a later strategy test in the same process ("Shape mismatch in the
+    collective instance")."""
+    return tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
+
+
 @pytest.mark.tf_only
 def test_pgd_step_under_mirrored_strategy():
     # Two replicas of one example each: the corners do not depend on the
     # random starts, so the summed step is the single-device step.
     import tensorflow as tf
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = _two_replicas(tf)
     with strategy.scope():
         trainer = _trainer("pgd")
     assert strategy.num_replicas_in_sync == 2
@@ -207,7 +218,7 @@ def test_pgd_step_under_mirrored_strategy():
 def test_pgd_step_under_mirrored_strategy_trades():
     import tensorflow as tf
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = _two_replicas(tf)
     with strategy.scope():
         trainer = _trainer("trades", beta=2.0)
     _check_trades_step(trainer, beta=2.0)
