@@ -150,9 +150,10 @@ def _input_gradient_function(model, loss_fn, x, y):
     outputs)` for `model` in inference mode, cached per model and loss: a
     `tf.function` on TensorFlow (traced once for any batch size, with the
     variables read when it runs: the two first arguments are ignored), a
-    jitted `jax.value_and_grad` through `stateless_call` on JAX (compiled
-    once per batch shape). The function holds the model weakly, so the cache
-    does not keep it alive."""
+    `jax.jit` on JAX with the variables passed in and mapped by a
+    `keras.StatelessScope` (compiled once per batch shape); both compute
+    `losses_and_input_gradient`. The function holds the model weakly, so the
+    cache does not keep it alive."""
     backend = keras.backend.backend()
     cache = _TF_INPUT_FUNCTIONS if backend == "tensorflow" else _JAX_INPUT_FUNCTIONS
     per_model = cache.setdefault(model, {})
@@ -172,12 +173,7 @@ def _input_gradient_function(model, loss_fn, x, y):
 
         @tf.function(input_signature=signature)
         def tf_compute(x, y):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                outputs = model_ref()(x, training=False)
-                losses = loss_fn(y, outputs)
-                total = tf.reduce_sum(losses)
-            return losses, tape.gradient(total, x), outputs
+            return losses_and_input_gradient(model_ref(), x, y, loss_fn)
 
         def function(trainable, non_trainable, x, y):
             del trainable, non_trainable  # the tf.function reads the variables
@@ -187,17 +183,13 @@ def _input_gradient_function(model, loss_fn, x, y):
         import jax
 
         def compute(trainable, non_trainable, x, y):
-            outputs, _ = model_ref().stateless_call(
-                trainable, non_trainable, x, training=False
-            )
-            losses = loss_fn(y, outputs)
-            return keras.ops.sum(losses), (losses, outputs)
+            model = model_ref()
+            mapping = list(zip(model.trainable_variables, trainable, strict=True))
+            mapping += zip(model.non_trainable_variables, non_trainable, strict=True)
+            with keras.StatelessScope(state_mapping=mapping):
+                return losses_and_input_gradient(model, x, y, loss_fn)
 
-        grad = jax.jit(jax.value_and_grad(compute, argnums=2, has_aux=True))
-
-        def function(trainable, non_trainable, x, y):
-            (_, (losses, outputs)), gradient = grad(trainable, non_trainable, x, y)
-            return losses, gradient, outputs
+        function = jax.jit(compute)
 
     per_model[key] = (loss_fn, function)
     return function
@@ -303,32 +295,7 @@ def input_gradient(model, x, y, loss_fn, training=False):
     ...     input_gradient(model, x, np.zeros((1, 1), "float32"), squared)).tolist()
     [[6.0, 6.0]]
     """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        x = tf.convert_to_tensor(x)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            total = keras.ops.sum(loss_fn(y, model(x, training=training)))
-        return tape.gradient(total, x)
-    if backend == "jax":
-        import jax
-
-        variables = list(model.variables)
-        # The current values (traced ones inside a StatelessScope), cut off
-        # from the outer differentiation.
-        mapping = [(v, keras.ops.stop_gradient(v.value)) for v in variables]
-
-        def total(x):
-            with keras.StatelessScope(state_mapping=mapping):
-                return keras.ops.sum(loss_fn(y, model(x, training=training)))
-
-        return jax.grad(total)(keras.ops.convert_to_tensor(x))
-    raise NotImplementedError(
-        "Gradients with respect to the inputs are implemented for the "
-        f"TensorFlow and JAX backends only. Received: backend={backend!r}."
-    )
+    return losses_and_input_gradient(model, x, y, loss_fn, training)[1]
 
 
 def losses_and_input_gradient(model, x, y, loss_fn, training=False):
