@@ -131,32 +131,13 @@ def _import_families():
 
 
 def load_model(path, custom_objects=None, safe_mode=True, compile=True):
-    """Loads a `.keras` file or a TensorFlow SavedModel directory, with every
-    keras_harden class registered.
+    """`keras_harden.saving.load_model` (same arguments, same errors) with
+    every keras_harden class registered first.
 
-    Imports all the families first, so files holding
-    keras_harden optimizer wrappers, augmentation layers, initializers or
-    callbacks load in a fresh process after `import keras_harden` alone, then
-    calls `keras_harden.saving.load_model`: a `.keras` file goes through
-    `keras.saving.load_model` with `safe_mode` on, a SavedModel directory (as
-    written by `export`) comes back as a Keras model calling its `serve`
-    endpoint (inference only).
-
-    Args:
-        path: a `.keras` file or a SavedModel directory.
-        custom_objects: optional dict of extra classes for deserialization.
-        safe_mode: keep Keras's safe mode on (default). Only turn it off for
-            files you trust.
-        compile: whether to compile a `.keras` model after loading.
-
-    Returns:
-        A Keras model.
-
-    Raises:
-        ValueError: naming `path` when it is missing, truncated, not a Keras
-            file, or refused by safe mode.
-
-    Example:
+    The families are imported before loading, so a file holding keras_harden
+    optimizer wrappers, layers, initializers, callbacks or models loads in a
+    fresh process after `import keras_harden` alone. (`saving` is a low
+    module that no family imports, so the family imports live here.)
 
     >>> soup = kh.load_model("saved_models/digits_soup.keras")  # doctest: +SKIP
     """
