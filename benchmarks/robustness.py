@@ -227,15 +227,13 @@ def get_model(kind, train, x, y, seed, reuse):
 # -- the attacks -------------------------------------------------------------------
 
 
-def plain_pgd(model, x, y, eps, steps=20, seed=0):
-    """The simplest PGD: uniform start in the cube, `steps` sign steps of
-    `2.5 eps / steps` on the summed cross-entropy, clip to the cube and to
-    [0, 1]; the last iterate. Eager, the whole set in one batch."""
+def _plain_pgd_loop(model, x, y, noise, eps, steps):
+    """The simplest PGD: from `x + noise` (uniform in the cube), `steps`
+    sign steps of `2.5 eps / steps` on the summed cross-entropy, clip to the
+    cube and to [0, 1]; the last iterate, the whole set in one batch."""
     step = 2.5 * eps / steps
-    x, y = tf.constant(x), tf.constant(y)
-    noise = tf.random.Generator.from_seed(seed).uniform(x.shape, -eps, eps)
     adv = tf.clip_by_value(x + noise, 0.0, 1.0)
-    for _ in range(steps):
+    for _ in tf.range(steps):
         with tf.GradientTape() as tape:
             tape.watch(adv)
             logits = model(adv, training=False)
@@ -246,33 +244,29 @@ def plain_pgd(model, x, y, eps, steps=20, seed=0):
             )
         adv = adv + step * tf.sign(tape.gradient(loss, adv))
         adv = tf.clip_by_value(tf.clip_by_value(adv, x - eps, x + eps), 0.0, 1.0)
-    return adv.numpy()
+    return adv
+
+
+def _noise(x, eps, seed):
+    return tf.random.Generator.from_seed(seed).uniform(x.shape, -eps, eps)
+
+
+def plain_pgd(model, x, y, eps, steps=20, seed=0):
+    """`_plain_pgd_loop`, eager: the reference."""
+    x, y = tf.constant(x), tf.constant(y)
+    return _plain_pgd_loop(model, x, y, _noise(x, eps, seed), eps, steps).numpy()
 
 
 def compiled_plain_pgd(model, steps=20):
-    """`plain_pgd`'s loop as one `tf.function` (the floor of an on-device
+    """`_plain_pgd_loop` as one `tf.function` (the floor of an on-device
     loop; for the speed table only)."""
-
-    @tf.function
-    def run(x, y, noise, eps):
-        step = 2.5 * eps / steps
-        adv = tf.clip_by_value(x + noise, 0.0, 1.0)
-        for _ in tf.range(steps):
-            with tf.GradientTape() as tape:
-                tape.watch(adv)
-                logits = model(adv, training=False)
-                loss = tf.reduce_sum(
-                    keras.losses.sparse_categorical_crossentropy(
-                        y, logits, from_logits=True
-                    )
-                )
-            adv = adv + step * tf.sign(tape.gradient(loss, adv))
-            adv = tf.clip_by_value(tf.clip_by_value(adv, x - eps, x + eps), 0.0, 1.0)
-        return adv
+    run = tf.function(
+        lambda x, y, noise, eps: _plain_pgd_loop(model, x, y, noise, eps, steps)
+    )
 
     def attack(x, y, eps, seed=0):
-        noise = tf.random.Generator.from_seed(seed).uniform(x.shape, -eps, eps)
-        return run(tf.constant(x), tf.constant(y), noise, tf.constant(eps)).numpy()
+        x = tf.constant(x)
+        return run(x, tf.constant(y), _noise(x, eps, seed), tf.constant(eps)).numpy()
 
     return attack
 
