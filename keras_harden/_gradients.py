@@ -6,7 +6,11 @@ diagnostics, the seed search, the search above the families — calls
 `loss_and_gradients` here: a `tf.GradientTape` on TensorFlow, a jitted
 `jax.value_and_grad` (cached per model and loss) on JAX. The attacks call
 `loss_and_input_gradients`, the gradient with respect to the inputs instead
-of the weights. Results come back as NumPy copies.
+of the weights. Results come back as NumPy copies. Differentially private
+training needs each example's gradient inside its compiled step:
+`per_example_gradients` (vectorized over the batch) and
+`losses_and_pullback` (one forward pass, then vector-Jacobian products with
+chosen per-example weights).
 """
 
 import math
@@ -20,7 +24,9 @@ __all__ = [
     "loss_and_gradients",
     "loss_and_input_gradients",
     "losses_and_input_gradient",
+    "losses_and_pullback",
     "norm",
+    "per_example_gradients",
 ]
 
 
@@ -366,4 +372,160 @@ def losses_and_input_gradient(model, x, y, loss_fn, training=False):
     raise NotImplementedError(
         "Gradients with respect to the inputs are implemented for the "
         f"TensorFlow and JAX backends only. Received: backend={backend!r}."
+    )
+
+
+def per_example_gradients(function, variables, values, x, y, state_mapping=()):
+    """Each example's loss, output and gradient of `variables`, symbolic.
+
+    `function(x_i, y_i) -> (loss, output)` runs on one example at a time
+    (with a batch axis of 1) and returns its scalar loss and its output
+    (batch axis 1 too); it is vectorized over the batch: `tf.vectorized_map`
+    of a `tf.GradientTape` on TensorFlow, `jax.vmap` of `jax.value_and_grad`
+    on JAX. For use inside a compiled training step.
+
+    Args:
+        function: `(x_i, y_i) -> (scalar loss, output)`, calling the model.
+        variables: the Keras variables to differentiate.
+        values: JAX: their current values (the step's state), which
+            `function` reads through a `keras.StatelessScope`; TensorFlow:
+            ignored (the variables are read).
+        x: a tensor `(batch, ...)`.
+        y: a tensor `(batch, ...)`.
+        state_mapping: JAX: `(variable, value)` pairs of the other state
+            `function` reads (non-trainable variables); TensorFlow: ignored.
+
+    Returns:
+        `(losses, outputs, gradients)`: `(batch,)`, `(batch, ...)` and one
+        `(batch, *variable.shape)` tensor per variable (zeros where a
+        variable does not reach the loss).
+
+    Example:
+
+    >>> dense = keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")
+    >>> model = keras.Sequential([keras.Input((2,)), dense])
+    >>> def squared(x, y):                   # (x . w - y)^2, w = (1, 1)
+    ...     out = model(x)
+    ...     return keras.ops.sum((out - y) ** 2), out
+    >>> x = np.array([[1.0, 2.0], [3.0, 0.0]], "float32")
+    >>> variables = model.trainable_variables
+    >>> losses, _, grads = per_example_gradients(
+    ...     squared, variables, [v.value for v in variables], x,
+    ...     np.zeros((2, 1), "float32"))
+    >>> # 2 (x . w - y) x: 2 * 3 * (1, 2) and 2 * 3 * (3, 0)
+    >>> keras.ops.convert_to_numpy(grads[0])[:, :, 0].tolist()
+    [[6.0, 12.0], [18.0, 0.0]]
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def one(example):
+            x_i, y_i = example
+            with tf.GradientTape() as tape:
+                loss, output = function(x_i[None], y_i[None])
+            grads = tape.gradient(
+                loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
+            return loss, output[0], [tf.convert_to_tensor(g) for g in grads]
+
+        return tf.vectorized_map(one, (x, y))
+    if backend == "jax":
+        import jax
+
+        def one(values, x_i, y_i):
+            mapping = list(zip(variables, values, strict=True)) + list(state_mapping)
+            with keras.StatelessScope(state_mapping=mapping):
+                loss, output = function(x_i[None], y_i[None])
+            return loss, output[0]
+
+        step = jax.vmap(jax.value_and_grad(one, has_aux=True), in_axes=(None, 0, 0))
+        (losses, outputs), grads = step(list(values), x, y)
+        return losses, outputs, grads
+    raise NotImplementedError(
+        "Per-example gradients are implemented for the TensorFlow and JAX "
+        f"backends only. Received: backend={backend!r}."
+    )
+
+
+def losses_and_pullback(function, variables, values, probes, state_mapping=()):
+    """Runs `function` once and returns its vector-Jacobian product.
+
+    `function(probes) -> (losses, aux)` computes per-example losses
+    `(batch,)` from the variables and from `probes`, tensors it adds to
+    intermediate results (zeros, so that their gradient is the gradient
+    with respect to those results). The returned `pullback(cotangent)`
+    gives `(d <cotangent, losses> / d variables, d <cotangent, losses> /
+    d probes)` without running the forward pass again, so it can be called
+    twice with different per-example weights: once with ones for each
+    example's gradient at the probes, once with clip factors for the
+    clipped sum. TensorFlow: a persistent `tf.GradientTape`; JAX:
+    `jax.vjp`. For use inside a compiled training step.
+
+    Args:
+        function: `probes -> (losses, aux)`; `aux` is any structure of
+            tensors returned as is.
+        variables: the Keras variables to differentiate.
+        values: JAX: their values in the step's state; TensorFlow: ignored.
+        probes: a list of tensors.
+        state_mapping: JAX: `(variable, value)` pairs of the other state
+            `function` reads; TensorFlow: ignored.
+
+    Returns:
+        `(losses, aux, pullback)`.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")
+    >>> model = keras.Sequential([keras.Input((2,)), dense])
+    >>> x = np.array([[1.0, 2.0], [3.0, 0.0]], "float32")
+    >>> def losses(probes):                  # (x . w + probe)^2 per example
+    ...     z = model(x) + probes[0]
+    ...     return keras.ops.sum(z ** 2, axis=1), z
+    >>> values = [v.value for v in model.trainable_variables]
+    >>> _, z, pullback = losses_and_pullback(
+    ...     losses, model.trainable_variables, values, [np.zeros((2, 1), "float32")])
+    >>> d_weights, d_probes = pullback(np.array([1.0, 0.5], "float32"))
+    >>> # d/dz z^2 = 2z = (6, 6), weighted (1, 0.5); d/dw = sum c 2z x
+    >>> keras.ops.convert_to_numpy(d_probes[0])[:, 0].tolist()
+    [6.0, 3.0]
+    >>> keras.ops.convert_to_numpy(d_weights[0])[:, 0].tolist()  # 6 (1, 2) + 3 (3, 0)
+    [15.0, 12.0]
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        probes = [tf.convert_to_tensor(p) for p in probes]
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(probes)
+            losses, aux = function(probes)
+
+        def pullback(cotangent):
+            d_variables, d_probes = tape.gradient(
+                losses,
+                (list(variables), probes),
+                output_gradients=tf.cast(cotangent, losses.dtype),
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            return [tf.convert_to_tensor(g) for g in d_variables], d_probes
+
+        return losses, aux, pullback
+    if backend == "jax":
+        import jax
+
+        def run(values, probes):
+            mapping = list(zip(variables, values, strict=True)) + list(state_mapping)
+            with keras.StatelessScope(state_mapping=mapping):
+                return function(probes)
+
+        losses, vjp, aux = jax.vjp(run, list(values), list(probes), has_aux=True)
+
+        def pullback(cotangent):
+            return vjp(keras.ops.cast(cotangent, losses.dtype))
+
+        return losses, aux, pullback
+    raise NotImplementedError(
+        "Per-example gradients are implemented for the TensorFlow and JAX "
+        f"backends only. Received: backend={backend!r}."
     )

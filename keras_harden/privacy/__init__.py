@@ -8,16 +8,21 @@
 - `suggest`: candidate batch sizes, epochs and noise multipliers that meet a
   budget, ranked by the noise over the run, as a `Plan` (Markdown table).
 
-Not here yet: the DP-SGD training itself (per-example clipping and noise)
-and a membership-inference audit.
+- `DPTraining`: DP-SGD inside `compile` and `fit` (per-example clipping,
+  ghost norms for Dense / Conv / Embedding chains, noise added once),
+  trained on `PoissonBatches` (Poisson-sampled, padded, masked).
 """
 
 from keras_harden.privacy.budget import epsilon, noise_multiplier, steps_for
+from keras_harden.privacy.dp_training import DPTraining
 from keras_harden.privacy.plan import Plan, suggest
+from keras_harden.privacy.poisson_batches import PoissonBatches
 from keras_harden.privacy.privacy_budget import PrivacyBudget
 
 __all__ = [
+    "DPTraining",
     "Plan",
+    "PoissonBatches",
     "PrivacyBudget",
     "epsilon",
     "noise_multiplier",

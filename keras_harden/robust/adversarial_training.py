@@ -18,6 +18,7 @@ from keras import ops
 
 from keras_harden._gradients import input_gradient
 from keras_harden._validation import check_int, check_number, check_positive
+from keras_harden._wrapped_model import WrappedModel
 from keras_harden.robust import _common, inner_max
 
 __all__ = ["AdversarialTraining"]
@@ -63,7 +64,7 @@ class _Divergence(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_harden")
-class AdversarialTraining(keras.Model):
+class AdversarialTraining(WrappedModel):
     """Adversarial training of a classifier: PGD (Madry et al.), TRADES
     (Zhang et al.) or fast single-step training (Wong et al.).
 
@@ -254,40 +255,6 @@ class AdversarialTraining(keras.Model):
                 f"from_logits={self.from_logits}"
             )
         return self.from_logits
-
-    # -- the model ---------------------------------------------------------------
-
-    def call(self, inputs, training=None):
-        return self.model(inputs, training=training)
-
-    def build(self, input_shape=None):
-        if not self.model.built:
-            self.model.build(input_shape)
-        self.built = True
-
-    def compute_output_spec(self, inputs, training=None):
-        return self.model.compute_output_spec(inputs, training=training)
-
-    def compute_output_shape(self, input_shape):
-        return self.model.compute_output_shape(input_shape)
-
-    # The wrapped model's symbolic inputs and outputs, so that code reading a
-    # model's signature sees the classifier's.
-    @property
-    def inputs(self):
-        return self.model.inputs
-
-    @property
-    def outputs(self):
-        return self.model.outputs
-
-    @property
-    def input(self):
-        return self.model.input
-
-    @property
-    def output(self):
-        return self.model.output
 
     # -- the training step ---------------------------------------------------------
 

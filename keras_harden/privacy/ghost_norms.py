@@ -1,0 +1,141 @@
+"""Per-example squared gradient norms of Dense, Conv and Embedding layers
+without forming the per-example gradients ("ghost" norms).
+
+A Dense layer `z = a W + b` applied to `T` positions of example `i`
+(`a_i`: `(T, d)`, the gradient of the example's loss with respect to the
+outputs `g_i`: `(T, k)`) has the per-example kernel gradient
+`a_i^T g_i` (`d x k`), whose squared Frobenius norm is
+
+    ||a_i^T g_i||^2 = sum_{t,s} (a_i a_i^T)_{ts} (g_i g_i^T)_{ts}
+
+(Li et al. 2022; Bu et al. 2023): `T^2 (d + k)` work instead of
+`T d k`, and no `d x k` tensor per example. With one position (`T = 1`,
+the usual MLP) it is `||a_i||^2 ||g_i||^2`. Whichever of the two forms
+is cheaper for the shapes is used. The bias gradient is `sum_t g_{i,t}`. A
+convolution is the same product on the patches of its input; an embedding
+lookup's table gradient puts `g_{i,t}` on row `id_{i,t}`, so its squared
+norm sums `<g_{i,t}, g_{i,s}>` over the pairs of positions with equal ids.
+Every function here takes the tensors and returns `(batch,)` squared norms.
+"""
+
+from keras import ops
+
+__all__ = [
+    "conv_patches",
+    "dense_squared_norms",
+    "embedding_squared_norms",
+]
+
+
+def _positions(x):
+    """`x` as `(batch, positions, features)`: every axis between the first
+    and the last is a position."""
+    shape = ops.shape(x)
+    return ops.reshape(x, (shape[0], -1, shape[-1]))
+
+
+def dense_squared_norms(inputs, output_gradients, use_bias=True):
+    """Squared norms of each example's gradient of a Dense kernel and bias.
+
+    Args:
+        inputs: the layer's inputs `a`, `(batch, ..., d)`.
+        output_gradients: the gradient of each example's loss with respect
+            to the layer's outputs before the activation, `(batch, ..., k)`.
+        use_bias: whether the layer has a bias (its squared norm is added).
+
+    Returns:
+        A float32 tensor `(batch,)`.
+
+    Example:
+
+    >>> a = np.array([[1.0, 2.0], [0.0, 3.0]])          # 2 examples, d = 2
+    >>> g = np.array([[2.0], [1.0]])                    # k = 1
+    >>> # kernel: ||a||^2 ||g||^2 = 5 * 4 and 9 * 1; bias: ||g||^2 = 4 and 1
+    >>> ops.convert_to_numpy(dense_squared_norms(a, g)).tolist()
+    [24.0, 10.0]
+    """
+    a = _positions(ops.cast(inputs, "float32"))
+    g = _positions(ops.cast(output_gradients, "float32"))
+    positions, d, k = a.shape[1], a.shape[2], g.shape[2]
+    if positions == 1:
+        kernel = ops.sum(a * a, axis=(1, 2)) * ops.sum(g * g, axis=(1, 2))
+    elif positions is not None and positions * positions <= d * k:
+        a_gram = ops.matmul(a, ops.transpose(a, (0, 2, 1)))
+        g_gram = ops.matmul(g, ops.transpose(g, (0, 2, 1)))
+        kernel = ops.sum(a_gram * g_gram, axis=(1, 2))
+    else:
+        per_example = ops.einsum("btd,btk->bdk", a, g)
+        kernel = ops.sum(per_example * per_example, axis=(1, 2))
+    if not use_bias:
+        return kernel
+    bias = ops.sum(g, axis=1)
+    return kernel + ops.sum(bias * bias, axis=1)
+
+
+def conv_patches(inputs, kernel_size, strides, padding, dilation_rate):
+    """The patches a channels-last 1D or 2D convolution multiplies by its
+    kernel: `(batch, *output_positions, prod(kernel_size) * channels)`.
+
+    The order of the features inside a patch need not match the kernel's
+    layout: `dense_squared_norms` of the patches and the output gradients
+    is invariant to permuting them.
+
+    Args:
+        inputs: `(batch, length, channels)` or `(batch, h, w, channels)`.
+        kernel_size, strides, dilation_rate: tuples of the convolution's.
+        padding: `"valid"` or `"same"`.
+
+    Returns:
+        A tensor of patches, one per output position of the convolution.
+
+    Example:
+
+    >>> x = np.arange(4.0).reshape(1, 4, 1)           # one sequence 0 1 2 3
+    >>> ops.convert_to_numpy(conv_patches(x, (2,), (2,), "valid", (1,))).tolist()
+    [[[0.0, 1.0], [2.0, 3.0]]]
+    """
+    if len(kernel_size) == 1:
+        patches = ops.image.extract_patches(
+            ops.expand_dims(inputs, 1),
+            (1, kernel_size[0]),
+            strides=(1, strides[0]),
+            dilation_rate=(1, dilation_rate[0]),
+            padding=padding,
+            data_format="channels_last",
+        )
+        return ops.squeeze(patches, 1)
+    return ops.image.extract_patches(
+        inputs,
+        tuple(kernel_size),
+        strides=tuple(strides),
+        dilation_rate=tuple(dilation_rate),
+        padding=padding,
+        data_format="channels_last",
+    )
+
+
+def embedding_squared_norms(ids, output_gradients):
+    """Squared norms of each example's gradient of an embedding table.
+
+    Args:
+        ids: integer ids `(batch, ...)`.
+        output_gradients: `(batch, ..., dim)`, the gradient of each
+            example's loss with respect to the looked-up vectors.
+
+    Returns:
+        A float32 tensor `(batch,)`.
+
+    Example:
+
+    >>> ids = np.array([[3, 3, 1]])                   # row 3 twice, row 1 once
+    >>> g = np.array([[[1.0, 0.0], [1.0, 2.0], [0.0, 1.0]]])
+    >>> # row 3: (1, 0) + (1, 2) = (2, 2), norm^2 8; row 1: (0, 1), norm^2 1
+    >>> ops.convert_to_numpy(embedding_squared_norms(ids, g)).tolist()
+    [9.0]
+    """
+    batch = ops.shape(ids)[0]
+    ids = ops.reshape(ids, (batch, -1))
+    g = _positions(ops.cast(output_gradients, "float32"))
+    same = ops.cast(ops.equal(ids[:, :, None], ids[:, None, :]), "float32")
+    g_gram = ops.matmul(g, ops.transpose(g, (0, 2, 1)))
+    return ops.sum(same * g_gram, axis=(1, 2))
