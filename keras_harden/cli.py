@@ -16,6 +16,10 @@
                  [--no-corruptions] [--examples N] [--value-range LOW,HIGH]
                  [--seed N] [--batch-size N] [--report OUT.md]
                  [--plot OUT.png | --no-plot] [--quiet] [--overwrite]
+    keras-harden audit MODEL.keras --members M.npz --non-members N.npz
+                 [--attack loss|lira ...] [--shadow-models N --shadow-epochs E]
+                 [--outputs logits|probabilities] [--seed N] [--batch-size N]
+                 [--plot ROC.png] [--json OUT.json] [--quiet] [--overwrite]
 
 Nothing is written over by surprise: an existing output needs `--overwrite`,
 and a file is never replaced by a folder, nor a folder's other files deleted.
@@ -710,6 +714,130 @@ def _cmd_robustness(args):
     return 0
 
 
+# -- audit ---------------------------------------------------------------------
+
+_AUDIT_ATTACKS = ("loss", "lira")
+_AUDIT_SHADOW_MODELS = 4
+_AUDIT_SHADOW_EPOCHS = 10
+
+
+def _check_audit_npz(path, flag):
+    """A `.npz` file holding arrays `x` and `y`."""
+    if not os.path.isfile(path):
+        raise CommandError(f"{flag} {path!r}: no such file (a .npz with arrays x, y)")
+    if not zipfile.is_zipfile(path):
+        raise CommandError(
+            f"{flag} {path!r} is not a .npz file (np.savez writes a zip archive; "
+            "this one is truncated or of another format)"
+        )
+    with zipfile.ZipFile(path) as archive:
+        names = {n[: -len(".npy")] for n in archive.namelist()}
+    missing = [key for key in ("x", "y") if key not in names]
+    if missing:
+        raise CommandError(
+            f"{flag} {path!r} lacks the array{'s' * (len(missing) > 1)} "
+            f"{' and '.join(missing)} (np.savez(path, x=inputs, y=labels)); it "
+            f"holds {', '.join(sorted(names)) or 'nothing'}"
+        )
+
+
+def _check_audit(args):
+    _check_model(args.model)
+    _check_audit_npz(args.members, "--members")
+    _check_audit_npz(args.non_members, "--non-members")
+    attacks = list(dict.fromkeys(args.attack or ["loss"]))
+    if "lira" not in attacks:
+        for option in ("shadow_models", "shadow_epochs"):
+            if getattr(args, option) is not None:
+                raise CommandError(f"{_flag(option)} applies to --attack lira only")
+    _check_at_least(args.shadow_models, "--shadow-models", minimum=2)
+    _check_at_least(args.shadow_epochs, "--shadow-epochs")
+    _check_at_least(args.batch_size, "--batch-size")
+    _check_at_least(args.seed, "--seed", minimum=0)
+    if args.json:
+        _check_output_file(args.json, "--json", args.overwrite, suffix=".json")
+    if args.plot:
+        _check_output_file(args.plot, "--plot", args.overwrite)
+        if args.json and os.path.abspath(args.plot) == os.path.abspath(args.json):
+            raise CommandError(f"--plot and --json both name {args.plot!r}")
+        _check_plotting("--plot")
+    args.attack_names = attacks
+
+
+def _audit_data(path, flag, model, model_path):
+    """`(x, y)` of a `.npz` file, labels as class indices, `x` fitting
+    `model`'s input."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as arrays:
+        x, y = arrays["x"], arrays["y"]
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot rows
+        y = y.argmax(axis=1)
+    elif y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or not len(x):
+        raise CommandError(
+            f"{flag} {path!r} must hold inputs x of shape (n, ...) and n labels y "
+            f"(integers or one-hot rows), n >= 1; got x {x.shape} and y {y.shape}"
+        )
+    expected = tuple(model.input_shape[1:])
+    fits = len(expected) == x.ndim - 1 and all(
+        e is None or e == s for e, s in zip(expected, x.shape[1:], strict=True)
+    )
+    if not fits:
+        raise CommandError(
+            f"{model_path!r} takes inputs of shape {(None, *expected)}; x in "
+            f"{path!r} has shape {x.shape}"
+        )
+    return x.astype("float32"), y
+
+
+def _cmd_audit(args):
+    from keras_harden.privacy.audit import audit, resolve_from_logits
+
+    model = _load(args.model)
+    members = _audit_data(args.members, "--members", model, args.model)
+    non_members = _audit_data(args.non_members, "--non-members", model, args.model)
+    from_logits = None if args.outputs is None else args.outputs == "logits"
+    if from_logits is None:
+        try:
+            resolve_from_logits(model)
+        except ValueError:
+            raise CommandError(
+                f"{args.model!r} holds no compiled cross-entropy that says whether "
+                "its outputs are logits or probabilities: pass --outputs logits "
+                "or --outputs probabilities"
+            ) from None
+    if "lira" in args.attack_names and not model.get_compile_config():
+        raise CommandError(
+            f"--attack lira trains shadow models compiled as {args.model!r} was, "
+            "but the file holds no compile settings (save the model after "
+            "model.compile)"
+        )
+    # progress goes to stderr; stdout carries the report alone
+    with contextlib.redirect_stdout(sys.stderr):
+        report = audit(
+            model,
+            members,
+            non_members,
+            attacks=args.attack_names,
+            shadow_models=args.shadow_models or _AUDIT_SHADOW_MODELS,
+            shadow_epochs=args.shadow_epochs or _AUDIT_SHADOW_EPOCHS,
+            from_logits=from_logits,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            verbose=0 if args.quiet else 1,
+        )
+    print(report.to_markdown())
+    for warning in report.warnings:
+        _warn(args.command, warning)
+    if args.json:
+        print(f"json: {report.save(args.json)}")
+    if args.plot:
+        print(f"plot: {report.plot(args.plot)}")
+    return 0
+
+
 # -- demo ----------------------------------------------------------------------
 
 
@@ -910,6 +1038,80 @@ def _parser():
         "--overwrite", action="store_true", help="replace existing --report/--plot"
     )
     robustness.set_defaults(func=_cmd_robustness, check=_check_robustness)
+
+    audit = sub.add_parser(
+        "audit",
+        help="membership inference: does the model give its training set away? "
+        "(kh.privacy.audit)",
+        description="Runs kh.privacy.audit: membership-inference attacks that "
+        "tell --members (examples the model trained on) from --non-members "
+        "(examples it did not), and prints, per attack, the AUC and the "
+        "true-positive rate at 1% and 0.1% false-positive rate as Markdown "
+        "on stdout (progress on stderr). The loss attack needs only the "
+        "model; lira trains shadow models like it (its architecture, compiled "
+        "as saved). Details: docs/privacy.md.",
+    )
+    audit.add_argument("model", help="a .keras file (compiled, for --attack lira)")
+    audit.add_argument(
+        "--members",
+        required=True,
+        metavar="M.npz",
+        help="a .npz file with arrays x (inputs) and y (integer or one-hot "
+        "labels) of examples the model trained on",
+    )
+    audit.add_argument(
+        "--non-members",
+        required=True,
+        metavar="N.npz",
+        help="the same for examples from the same distribution it did not "
+        "train on (at least 100 for the TPR at 1%% FPR, 1,000 for 0.1%%)",
+    )
+    audit.add_argument(
+        "--attack",
+        action="extend",
+        nargs="+",
+        choices=_AUDIT_ATTACKS,
+        help="the attacks: loss (the default) and/or lira",
+    )
+    audit.add_argument(
+        "--shadow-models",
+        type=int,
+        metavar="N",
+        help=f"lira's shadow models (default {_AUDIT_SHADOW_MODELS}, at least 2)",
+    )
+    audit.add_argument(
+        "--shadow-epochs",
+        type=int,
+        metavar="E",
+        help="epochs each shadow model trains (default "
+        f"{_AUDIT_SHADOW_EPOCHS}; best: as many as the model trained)",
+    )
+    audit.add_argument(
+        "--outputs",
+        choices=("logits", "probabilities"),
+        help="what the model outputs (default: its compiled loss says)",
+    )
+    audit.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="the seed (default 0)"
+    )
+    audit.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        metavar="N",
+        help="examples per model call and per shadow training step (default 32)",
+    )
+    audit.add_argument("--plot", metavar="ROC.png", help="write the log-log ROC here")
+    audit.add_argument(
+        "--json", metavar="OUT.json", help="write the report as JSON here"
+    )
+    audit.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress on stderr"
+    )
+    audit.add_argument(
+        "--overwrite", action="store_true", help="replace existing --plot/--json"
+    )
+    audit.set_defaults(func=_cmd_audit, check=_check_audit)
     return parser
 
 
