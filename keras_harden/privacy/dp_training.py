@@ -39,6 +39,7 @@ from keras_harden.privacy.poisson_batches import PoissonBatches
 __all__ = ["DPTraining"]
 
 _KERAS_DEFAULT_BATCH_SIZE = 32
+_NOISE_STATE = "noise_seed_state"
 
 
 def _example_loss(loss):
@@ -183,6 +184,7 @@ class DPTraining(WrappedModel):
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self._normalizer = self.expected_batch_size
+        self.built = model.built
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """`keras.Model.compile`, with `metrics` weighted by the step's
@@ -193,6 +195,18 @@ class DPTraining(WrappedModel):
             metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
             kwargs["weighted_metrics"] = list(weighted) + metrics
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    # Keras restores the compile state of a model with its own `compile`
+    # only through these two. The config `compile` records has the metrics
+    # already moved to `weighted_metrics`; the optimizer is built before
+    # loading so that its saved variables have somewhere to go.
+    def get_compile_config(self):
+        return super().get_compile_config()
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     # -- what the step needs -----------------------------------------------------
 
@@ -320,6 +334,10 @@ class DPTraining(WrappedModel):
                     f"expected_batch_size={self.expected_batch_size}"
                 )
             normalizer = x.expected_batch_size
+            # Poisson batches are independent draws: shuffling their order
+            # (fit's default, with Python's `random`) would only make a
+            # seeded run irreproducible.
+            kwargs.setdefault("shuffle", False)
         else:
             warnings.warn(
                 "DPTraining.fit on batches that are not `PoissonBatches`: the "
@@ -413,6 +431,19 @@ class DPTraining(WrappedModel):
         return logs, (trainable, non_trainable, metrics_values)
 
     # -- serialization ---------------------------------------------------------------
+
+    # The noise's seed generator is not among a model's weights, so Keras
+    # would save a run without it and a loaded run would draw the noise of
+    # its first steps again; it travels with the wrapper's own variables.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[_NOISE_STATE] = ops.convert_to_numpy(self.seed_generator.state)
+
+    def load_own_variables(self, store):
+        keys = [key for key in store.keys() if key != _NOISE_STATE]
+        if _NOISE_STATE in store.keys():
+            self.seed_generator.state.assign(store[_NOISE_STATE])
+        super().load_own_variables({key: store[key] for key in keys})
 
     def get_config(self):
         return {

@@ -135,7 +135,9 @@ class PoissonBatches(keras.utils.PyDataset):
 
     def indices(self, index):
         """The indices of the examples drawn for batch `index` of the
-        current epoch."""
+        current epoch (`self.epoch`, the calls to `on_epoch_end` so far;
+        Keras's `fit` makes one before its first epoch, after reading a
+        batch for its shapes)."""
         rng = np.random.default_rng((self._entropy, self.epoch, index))
         return np.flatnonzero(rng.random(self.n_examples) < self.sampling_rate)
 
