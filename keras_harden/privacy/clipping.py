@@ -43,11 +43,14 @@ def clip_factors(squared_norms, l2_norm_clip, weights=None):
     """The factor `w_i * min(1, C / (w_i ||g_i||))` of each example.
 
     Multiplying example `i`'s gradient by its factor weights it by `w_i`,
-    then scales it to norm at most `C`. A non-finite norm keeps factor
-    `w_i` (not 0), so a NaN or infinite gradient reaches the sum and the
-    optimizer's own non-finite check (a `LossScaleOptimizer`, or a
-    keras_harden wrapper's `skip_nonfinite`) sees it; a padded example
-    (`w_i = 0`) gets 0 whatever its norm.
+    then scales it to norm at most `C`. A NaN norm keeps factor `w_i`, so a
+    NaN gradient reaches the sum and the optimizer's own non-finite check
+    (a `LossScaleOptimizer`, or a keras_harden wrapper's `skip_nonfinite`)
+    sees it. An infinite norm gets factor 0: a gradient with an infinite
+    entry still makes the sum NaN (`0 * inf`), but a finite gradient whose
+    float32 squared norm overflows (entries above about 1e19) is left out
+    of the sum, not clipped; either way no example adds more than `C`. A
+    padded example (`w_i = 0`) gets 0 whatever its norm.
 
     Args:
         squared_norms: `(batch,)`, each example's unweighted squared norm.

@@ -276,17 +276,29 @@ class DPTraining(WrappedModel):
                 state = _current_values(state_variables)
                 return losses, (outputs, taps, state)
 
+            # One forward pass, one backward pass to the probes (no weight
+            # gradients: the weights are read, not differentiated), then
+            # each layer's clipped gradient from its inputs and output
+            # gradients weighted by the clip factors.
+            trainable_mapping = (
+                [] if values is None else list(zip(variables, values, strict=True))
+            )
             losses, (outputs, taps, new_state), pullback = (
                 _gradients.losses_and_pullback(
-                    forward, variables, values, probes, state_mapping
+                    forward, [], [], probes, trainable_mapping + list(state_mapping)
                 )
             )
             _, probe_gradients = pullback(ops.ones_like(losses) * scale)
             probe_gradients = [ops.cast(g, "float32") / scale for g in probe_gradients]
             squared = per_example_module.squared_norms(taps, probe_gradients)
             factors = clipping.clip_factors(squared, self.l2_norm_clip, weights)
-            summed, _ = pullback(factors * scale)
-            summed = [ops.cast(g, "float32") / scale for g in summed]
+            by_variable = per_example_module.clipped_sum(
+                taps,
+                probe_gradients,
+                factors,
+                {id(v): value for v, value in trainable_mapping},
+            )
+            summed = [by_variable[id(v)] for v in variables]
         else:
 
             def one(x_i, y_i):

@@ -34,7 +34,8 @@ def default_max_batch_size(n_examples, sampling_rate):
     """
     from scipy.stats import binom
 
-    bound = int(binom.isf(OVERFLOW_PROBABILITY, n_examples, sampling_rate)) + 1
+    # isf: the least k with P(X > k) <= the probability
+    bound = int(binom.isf(OVERFLOW_PROBABILITY, n_examples, sampling_rate))
     return min(8 * math.ceil(bound / 8), 8 * math.ceil(n_examples / 8))
 
 

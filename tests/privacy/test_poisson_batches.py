@@ -203,15 +203,6 @@ def test_default_max_batch_size_hand_worked():
     assert default_max_batch_size(10, 0.9) == 16
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="default_max_batch_size takes int(binom.isf(p)) + 1 before rounding "
-    "up to 8: when isf is itself a multiple of 8 it returns 8 more than the "
-    "least multiple of 8 its docstring promises (n=50, q=0.5: isf = 48, "
-    "P(X > 48) = 4.5e-14 <= 1e-12, yet it returns 56; also n=300, q=0.05: "
-    "48 -> 56; n=300, q=0.1: 72 -> 80; n=1000, q=0.9: 960 -> 968; MNIST's "
-    "n=60000, q=256/60000: 376 -> 384). Conservative (8 padded rows), not unsafe",
-)
 @pytest.mark.parametrize(
     "n, q", [(50, 0.5), (300, 0.05), (300, 0.1), (1000, 0.9), (60000, 256 / 60000)]
 )
