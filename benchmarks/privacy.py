@@ -242,9 +242,10 @@ def run_audit(args):
             from_logits=True,
             seed=0,
         )
+        seconds = time.perf_counter() - start
         print(
             f"{name}: train accuracy {accuracy_of(target, *members):.3f}, test "
-            f"{accuracy_of(target, *non_members):.3f} ({time.perf_counter() - start:.0f} s)"
+            f"{accuracy_of(target, *non_members):.3f} ({seconds:.0f} s)"
         )
         print(report.to_markdown())
 
