@@ -14,7 +14,16 @@ __all__ = ["WrappedModel"]
 
 class WrappedModel(keras.Model):
     """A `keras.Model` that forwards its call, build and signature to
-    `self.model` (set by the subclass's `__init__`)."""
+    `self.model` (set by the subclass's `__init__`, whose first argument it
+    is; `get_config` holds it serialized under `"model"`)."""
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(
+            config.pop("model"), custom_objects=custom_objects
+        )
+        return cls(model, **config)
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)

@@ -634,7 +634,9 @@ def _check_robustness(args):
     args.attack_names = list(dict.fromkeys(attacks)) or None
 
 
-def _npz_data(path):
+def _npz_data(path, flag="--data"):
+    """`(x, y)` of a `.npz` file holding `x` and `y`, labels as class
+    indices (one-hot rows are turned into them)."""
     import numpy as np
 
     with np.load(path, allow_pickle=False) as arrays:
@@ -643,10 +645,10 @@ def _npz_data(path):
         y = y.argmax(axis=1)
     elif y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or not len(x):
         raise CommandError(
-            f"--data {path!r} must hold inputs x of shape (n, ...) and n labels y "
-            f"(integers or one-hot rows); got x {x.shape} and y {y.shape}"
+            f"{flag} {path!r} must hold inputs x of shape (n, ...) and n labels y "
+            f"(integers or one-hot rows), n >= 1; got x {x.shape} and y {y.shape}"
         )
     return x.astype("float32"), y
 
@@ -767,19 +769,7 @@ def _check_audit(args):
 def _audit_data(path, flag, model, model_path):
     """`(x, y)` of a `.npz` file, labels as class indices, `x` fitting
     `model`'s input."""
-    import numpy as np
-
-    with np.load(path, allow_pickle=False) as arrays:
-        x, y = arrays["x"], arrays["y"]
-    if y.ndim == 2 and y.shape[1] > 1:  # one-hot rows
-        y = y.argmax(axis=1)
-    elif y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or not len(x):
-        raise CommandError(
-            f"{flag} {path!r} must hold inputs x of shape (n, ...) and n labels y "
-            f"(integers or one-hot rows), n >= 1; got x {x.shape} and y {y.shape}"
-        )
+    x, y = _npz_data(path, flag)
     expected = tuple(model.input_shape[1:])
     fits = len(expected) == x.ndim - 1 and all(
         e is None or e == s for e, s in zip(expected, x.shape[1:], strict=True)
@@ -789,7 +779,7 @@ def _audit_data(path, flag, model, model_path):
             f"{model_path!r} takes inputs of shape {(None, *expected)}; x in "
             f"{path!r} has shape {x.shape}"
         )
-    return x.astype("float32"), y
+    return x, y
 
 
 def _cmd_audit(args):

@@ -468,14 +468,6 @@ class DPTraining(WrappedModel):
             "seed": self.seed,
         }
 
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        model = keras.saving.deserialize_keras_object(
-            config.pop("model"), custom_objects=custom_objects
-        )
-        return cls(model, **config)
-
 
 def _current_values(variables):
     """The values `variables` have in the current stateless scope (JAX)."""

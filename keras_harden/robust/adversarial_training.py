@@ -396,9 +396,6 @@ class AdversarialTraining(WrappedModel):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        model = keras.saving.deserialize_keras_object(
-            config.pop("model"), custom_objects=custom_objects
-        )
         if config.get("value_range") is not None:
             config["value_range"] = tuple(config["value_range"])
-        return cls(model, **config)
+        return super().from_config(config, custom_objects)
