@@ -292,12 +292,7 @@ class DPTraining(WrappedModel):
             probe_gradients = [ops.cast(g, "float32") / scale for g in probe_gradients]
             squared = per_example_module.squared_norms(taps, probe_gradients)
             factors = clipping.clip_factors(squared, self.l2_norm_clip, weights)
-            by_variable = per_example_module.clipped_sum(
-                taps,
-                probe_gradients,
-                factors,
-                {id(v): value for v, value in trainable_mapping},
-            )
+            by_variable = per_example_module.clipped_sum(taps, probe_gradients, factors)
             summed = [by_variable[id(v)] for v in variables]
         else:
 

@@ -24,7 +24,6 @@ data would change what it does.
 import keras
 from keras import ops
 
-from keras_harden import _gradients
 from keras_harden.privacy import ghost_norms
 
 __all__ = [
@@ -229,7 +228,9 @@ def ghost_forward(layers, x, probes, training=True):
 
     Returns:
         `(outputs, taps)`: the model's outputs and, per ghost layer,
-        `(kind, layer, input)`, what `squared_norms` needs.
+        `(kind, layer, input)`, what `squared_norms` and `clipped_sum`
+        need: a convolution's input as its patches (`ghost_norms.
+        conv_patches`), an embedding's as int32 ids.
     """
     taps, h, j = [], x, 0
     for layer in layers:
@@ -259,6 +260,14 @@ def ghost_forward(layers, x, probes, training=True):
             if layer.use_bias:
                 z = z + ops.cast(layer.bias, dtype)
             h = _activate(layer, z + probes[j])
+            if kind == "conv":  # the norms and the clipped sum multiply patches
+                a = ghost_norms.conv_patches(
+                    a,
+                    layer.kernel_size,
+                    layer.strides,
+                    layer.padding,
+                    layer.dilation_rate,
+                )
             taps.append((kind, layer, a))
         j += 1
     return h, taps
@@ -280,59 +289,28 @@ def squared_norms(taps, probe_gradients):
         if kind == "embedding":
             total = total + ghost_norms.embedding_squared_norms(a, g)
             continue
-        if kind == "conv":
-            a = ghost_norms.conv_patches(
-                a, layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate
-            )
         total = total + ghost_norms.dense_squared_norms(a, g, layer.use_bias)
     return total
 
 
-def _kernel_gradient(layer, inputs, cotangent, value):
-    """`d <cotangent, conv(inputs, kernel)> / d kernel` of a convolution:
-    the kernel's share of a backward pass, by automatic differentiation of
-    the one operation (so the kernel's layout is the backend's own)."""
-
-    def convolve(_):
-        z = ops.conv(
-            inputs,
-            layer.kernel,
-            strides=layer.strides,
-            padding=layer.padding,
-            data_format="channels_last",
-            dilation_rate=layer.dilation_rate,
-        )
-        return z, None
-
-    values = None if value is None else [value]
-    _, _, pullback = _gradients.losses_and_pullback(
-        convolve, [layer.kernel], values, []
-    )
-    (kernel,), _ = pullback(cotangent)
-    return kernel
-
-
-def clipped_sum(taps, output_gradients, factors, values=None):
+def clipped_sum(taps, output_gradients, factors):
     """`sum_i factors_i * g_i` for every variable of the ghost layers, from
     their inputs and output gradients (Bu et al.'s book-keeping: no second
     backward pass through the model).
 
     A Dense kernel's is `a^T (f * g)` over the batch and positions, its
-    bias's `sum (f * g)`; an embedding table's adds each `f_i g_{i,t}` to
-    row `id_{i,t}`; a convolution's kernel is the kernel gradient of the one
-    convolution at `f * g`.
+    bias's `sum (f * g)`; a convolution's is the same product with its
+    input's patches, reshaped to the kernel; an embedding table's adds each
+    `f_i g_{i,t}` to row `id_{i,t}`.
 
     Args:
         taps: from `ghost_forward`.
         output_gradients: each example's gradient at each probe, unscaled.
         factors: `(batch,)` clip factors.
-        values: JAX: `{id(variable): value}` of the step's weights; on
-            TensorFlow None (the variables are read).
 
     Returns:
         `{id(variable): float32 gradient}`.
     """
-    values = values or {}
     sums = {}
     for (kind, layer, a), g in zip(taps, output_gradients, strict=True):
         weighted = g * ops.reshape(factors, (-1,) + (1,) * (len(g.shape) - 1))
@@ -344,14 +322,11 @@ def clipped_sum(taps, output_gradients, factors, values=None):
             )
             continue
         a = ops.cast(a, "float32")
-        if kind == "dense":
-            sums[id(layer.kernel)] = ops.matmul(
-                ops.transpose(ops.reshape(a, (-1, a.shape[-1]))),
-                ops.reshape(weighted, (-1, weighted.shape[-1])),
-            )
-        else:
-            kernel = _kernel_gradient(layer, a, weighted, values.get(id(layer.kernel)))
-            sums[id(layer.kernel)] = ops.cast(kernel, "float32")
+        kernel = ops.matmul(
+            ops.transpose(ops.reshape(a, (-1, a.shape[-1]))),
+            ops.reshape(weighted, (-1, weighted.shape[-1])),
+        )
+        sums[id(layer.kernel)] = ops.reshape(kernel, layer.kernel.shape)
         if layer.use_bias:
             sums[id(layer.bias)] = ops.sum(
                 ops.reshape(weighted, (-1, weighted.shape[-1])), axis=0

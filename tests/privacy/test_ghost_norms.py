@@ -144,7 +144,7 @@ def test_conv_patches_hand_worked_2d():
     out = _np(ghost_norms.conv_patches(x, (2, 2), (1, 1), "valid", (1, 1)))
     assert out.shape == (1, 2, 2, 4)
     np.testing.assert_array_equal(
-        np.sort(out.reshape(4, 4), axis=1),
+        out.reshape(4, 4),
         [[0, 1, 3, 4], [1, 2, 4, 5], [3, 4, 6, 7], [4, 5, 7, 8]],
     )
 
@@ -202,6 +202,27 @@ def test_conv2d_ghost_norm_matches_brute_force(
     out = _np(ghost_norms.dense_squared_norms(patches, g, use_bias=False))
     expected = _dense_brute_force(reference, g, use_bias=False)
     np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "size, kernel, strides, padding, dilation",
+    [((s,), (k,), (st,), p, (d,)) for s, k, st, p, d in CONV1D] + CONV2D,
+)
+def test_conv_patches_are_in_the_kernel_layout(
+    size, kernel, strides, padding, dilation
+):
+    # patches @ kernel (flattened) is the convolution itself, so the clipped
+    # sum can reshape patches^T g into the kernel
+    rng = np.random.default_rng(len(size) + sum(kernel) + sum(strides))
+    x = rng.standard_normal((2, *size, 3)).astype("float32")
+    w = rng.standard_normal((*kernel, 3, 4)).astype("float32")
+    patches = _np(ghost_norms.conv_patches(x, kernel, strides, padding, dilation))
+    conv = keras.ops.conv(
+        x, w, strides=strides, padding=padding, dilation_rate=dilation
+    )
+    np.testing.assert_allclose(
+        patches @ w.reshape(-1, 4), _np(conv), rtol=1e-4, atol=1e-5
+    )
 
 
 # -- embedding_squared_norms ----------------------------------------------------------
