@@ -8,9 +8,10 @@ One training step, top to bottom (`_private_gradients`):
    from one forward pass and one backward pass to the layers' outputs
    (Dense, Conv, Embedding chains), or the per-example gradients themselves
    (vectorized over the batch) for other models (`per_example`);
-3. the clipped sum `sum_i clip_C(w_i g_i)`: a second backward pass with the
-   clip factors as per-example weights (ghost), or a weighted sum of the
-   per-example gradients (vectorized);
+3. the clipped sum `sum_i clip_C(w_i g_i)`: each ghost layer's from its
+   inputs and its output gradients weighted by the clip factors, with no
+   second backward pass (ghost), or a weighted sum of the per-example
+   gradients (vectorized);
 4. Gaussian noise of standard deviation `noise_multiplier * C`, drawn from
    the wrapper's seed generator and added once: under `tf.distribute` only
    the first replica adds it before the optimizer sums the replicas, so 2
@@ -83,10 +84,11 @@ class DPTraining(WrappedModel):
     Per-example norms (`per_example`): `"ghost"` for a chain of Dense,
     Conv1D/Conv2D and Embedding layers (and layers without weights):
     each example's norm from the layers' inputs and output gradients,
-    then the clipped sum from a second backward pass, never one gradient
-    per example in memory (Li et al. 2022; Bu et al. 2023). `"vectorized"`
-    for anything else: the model's call vectorized over the batch, one
-    gradient per example (memory: batch x parameters). `"auto"` picks
+    then the clipped sum from the same inputs and output gradients (no
+    second backward pass), never one gradient per example in memory (Li
+    et al. 2022; Bu et al. 2023). `"vectorized"` for anything else: the
+    model's call vectorized over the batch, one gradient per example
+    (memory: batch x parameters). `"auto"` picks
     ghost when the model allows it. Batch normalization (it mixes the
     examples) and regularization losses are refused with a ValueError; the
     vectorized path also refuses layers that draw random numbers (Dropout,

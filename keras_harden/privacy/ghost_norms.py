@@ -15,7 +15,8 @@ is cheaper for the shapes is used. The bias gradient is `sum_t g_{i,t}`. A
 convolution is the same product on the patches of its input; an embedding
 lookup's table gradient puts `g_{i,t}` on row `id_{i,t}`, so its squared
 norm sums `<g_{i,t}, g_{i,s}>` over the pairs of positions with equal ids.
-Every function here takes the tensors and returns `(batch,)` squared norms.
+Every function here but `conv_patches` takes the tensors and returns
+`(batch,)` squared norms.
 """
 
 import itertools
@@ -86,9 +87,10 @@ def conv_patches(inputs, kernel_size, strides, padding, dilation_rate):
     gradient for output gradients `g`.
 
     On JAX the patches are strided slices of the padded input, one per
-    kernel position (XLA on CPU runs them 3-6x faster than the alternative);
-    on TensorFlow they are `keras.ops.image.extract_patches`, a convolution
-    with an identity kernel, which oneDNN runs 1.7x faster than the slices.
+    kernel position; on TensorFlow they are `keras.ops.image.extract_patches`,
+    a convolution with an identity kernel. On a CPU, for 3x3 kernels over 1
+    and 16 channels, XLA ran the slices 3.5-6x faster than that convolution
+    and oneDNN ran the convolution 1.7x faster than the slices.
 
     Args:
         inputs: `(batch, length, channels)` or `(batch, h, w, channels)`.
