@@ -16,12 +16,14 @@ on private data spends privacy too), and the figures here are on seeds
 
 `cost`: a training step of the MLP and of a small conv net (Conv2D 16 3x3
 same relu, Conv2D 32 3x3 stride 2 relu, Flatten, Dense 10) at expected batch
-256 on the digits tiled to 11,200 examples (44 steps an epoch): the median
-step time of epochs 2-4 of a plain `fit` at batch 256, of DP with ghost
-norms and of DP vectorized (both on PoissonBatches padded to 368), and of a
-plain `fit` at batch 368 (the padded shape: the padding's share of the
-cost). Rounds alternate the runs; ratios are against the plain step of the
-same round.
+256 on the digits tiled to 11,200 examples (44 steps an epoch): the step
+time of an epoch of a plain `fit` at batch 256, of DP with ghost norms and
+of DP vectorized (both on PoissonBatches padded to 376), and of a plain
+`fit` at batch 376 (the padded shape: the padding's share of the cost).
+Each mode keeps its model and traced step; a round is one epoch of each,
+back to back in a rotating order, and each ratio is against the plain
+epoch of the same round (the shared machine's speed drifts over seconds,
+so ratios within a round vary far less than times across rounds).
 
 `audit`: `kh.privacy.audit` (loss threshold and LiRA with `--shadows`
 shadow models trained like the target) on a 256-unit ReLU MLP fit to 300
@@ -34,7 +36,7 @@ step at most 2x a plain step; audit AUC >= 0.6 on the overfit model and
 <= 0.55 at epsilon 1.
 
     .venv/bin/python benchmarks/privacy.py accuracy --seeds 10,11,12
-    .venv/bin/python benchmarks/privacy.py cost --rounds 5
+    .venv/bin/python benchmarks/privacy.py cost --rounds 20
     .venv/bin/python benchmarks/privacy.py audit --shadows 8
 """
 
@@ -167,22 +169,31 @@ class _EpochTimes(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def step_time(kind, mode, x, y, batch=256, epochs=4):
-    """The median step time (ms) of epochs 2.. of one run."""
+def epoch_runner(kind, mode, x, y, batch=256):
+    """A function that trains one epoch of `mode` and returns its step time
+    (ms); the model, its compiled step and its batches persist between
+    calls, so every call after the first times the traced step."""
     model = mlp(0) if kind == "mlp" else conv_net(0)
     clock = _EpochTimes()
     if mode.startswith("plain"):
         size = batch if mode == "plain" else PoissonBatches(x, y, batch).max_batch_size
         model.compile(keras.optimizers.Adam(1e-3), LOGITS, metrics=["accuracy"])
-        model.fit(x, y, batch_size=size, epochs=epochs, verbose=0, callbacks=[clock])
         steps = math.ceil(len(x) / size)
-    else:
-        private = DPTraining(model, noise_multiplier=1.0, per_example=mode, seed=0)
-        private.compile(keras.optimizers.Adam(1e-3), LOGITS, metrics=["accuracy"])
-        batches = PoissonBatches(x, y, batch, seed=0)
-        private.fit(batches, epochs=epochs, verbose=0, callbacks=[clock])
-        steps = len(batches)
-    return statistics.median(clock.times[1:]) / steps * 1e3
+
+        def epoch():
+            model.fit(x, y, batch_size=size, epochs=1, verbose=0, callbacks=[clock])
+            return clock.times[0] / steps * 1e3
+
+        return epoch
+    private = DPTraining(model, noise_multiplier=1.0, per_example=mode, seed=0)
+    private.compile(keras.optimizers.Adam(1e-3), LOGITS, metrics=["accuracy"])
+    batches = PoissonBatches(x, y, batch, seed=0)
+
+    def epoch():
+        private.fit(batches, epochs=1, verbose=0, callbacks=[clock])
+        return clock.times[0] / len(batches) * 1e3
+
+    return epoch
 
 
 def run_cost(args):
@@ -191,14 +202,21 @@ def run_cost(args):
     modes = ("plain", "ghost", "vectorized", "plain_padded")
     print(
         f"backend {keras.backend.backend()}; {len(x)} examples, expected batch 256, "
-        f"padded to {PoissonBatches(x, y, 256).max_batch_size}; {args.rounds} rounds"
+        f"padded to {PoissonBatches(x, y, 256).max_batch_size}; {args.rounds} rounds "
+        "of one epoch per mode"
     )
     for kind in ("mlp", "conv"):
         xs = x if kind == "mlp" else x.reshape(-1, 8, 8, 1)
+        runners = {mode: epoch_runner(kind, mode, xs, y) for mode in modes}
+        for run in runners.values():  # the first epoch traces the step
+            run()
         times = {mode: [] for mode in modes}
-        for _ in range(args.rounds):
-            for mode in modes:
-                times[mode].append(step_time(kind, mode, xs, y))
+        for round_ in range(args.rounds):
+            # A round is one epoch of each mode, back to back, in an order
+            # that rotates: the machine's speed drifts less within a round
+            # than between rounds, and no mode always runs first.
+            for mode in modes[round_ % len(modes) :] + modes[: round_ % len(modes)]:
+                times[mode].append(runners[mode]())
         base = times["plain"]
         print(f"{kind}: plain step {summary(base, 2)} ms")
         for mode in modes[1:]:
@@ -264,7 +282,7 @@ def main():
     accuracy = sub.add_parser("accuracy")
     accuracy.add_argument("--seeds", default="10,11,12")
     cost = sub.add_parser("cost")
-    cost.add_argument("--rounds", type=int, default=5)
+    cost.add_argument("--rounds", type=int, default=20)
     audit_ = sub.add_parser("audit")
     audit_.add_argument("--shadows", type=int, default=8)
     args = parser.parse_args()

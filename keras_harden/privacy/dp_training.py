@@ -25,6 +25,8 @@ The per-example maths lives in `clipping`, `ghost_norms` and `per_example`;
 this file is the wiring, one `train_step` and one `test_step` per backend.
 """
 
+import itertools
+import math
 import warnings
 
 import keras
@@ -230,19 +232,25 @@ class DPTraining(WrappedModel):
 
     def _loss_scale(self):
         """The optimizer's loss scale (a `LossScaleOptimizer`'s under mixed
-        precision), 1.0 for any other optimizer."""
-        return ops.cast(self.optimizer.scale_loss(ops.ones((), "float32")), "float32")
+        precision), or None for an optimizer that does not scale the loss
+        (the step then has no scaling to undo)."""
+        one = ops.ones((), "float32")
+        scaled = self.optimizer.scale_loss(one)
+        return None if scaled is one else ops.cast(scaled, "float32")
 
     def _noise_on_this_replica(self):
-        """1.0 on the replica that adds the noise (the first one, or the only
-        one), 0.0 on the others."""
+        """None where one program adds the noise (one device, or JAX, whose
+        jitted step sees the whole batch however it is sharded); under
+        `tf.distribute`, 1.0 on the first replica and 0.0 on the others."""
         if keras.backend.backend() != "tensorflow":
-            return 1.0  # JAX: the jitted step sees the whole batch
+            return None
         import tensorflow as tf
 
+        if not tf.distribute.has_strategy():
+            return None
         context = tf.distribute.get_replica_context()
         if context is None:  # cross-replica context: one program
-            return 1.0
+            return None
         return ops.cast(ops.equal(context.replica_id_in_sync_group, 0), "float32")
 
     def _private_gradients(self, x, y, sample_weight, values=None, state_mapping=()):
@@ -290,8 +298,10 @@ class DPTraining(WrappedModel):
                     forward, [], [], probes, trainable_mapping + list(state_mapping)
                 )
             )
-            _, probe_gradients = pullback(ops.ones_like(losses) * scale)
-            probe_gradients = [ops.cast(g, "float32") / scale for g in probe_gradients]
+            _, probe_gradients = pullback(_scaled(ops.ones_like(losses), scale))
+            probe_gradients = [
+                _unscaled(ops.cast(g, "float32"), scale) for g in probe_gradients
+            ]
             squared = per_example_module.squared_norms(taps, probe_gradients)
             factors = clipping.clip_factors(squared, self.l2_norm_clip, weights)
             by_variable = per_example_module.clipped_sum(taps, probe_gradients, factors)
@@ -300,28 +310,41 @@ class DPTraining(WrappedModel):
 
             def one(x_i, y_i):
                 outputs = self.model(x_i, training=True)
-                return loss_fn(y_i, outputs)[0] * scale, outputs
+                return _scaled(loss_fn(y_i, outputs)[0], scale), outputs
 
             losses, outputs, grads = _gradients.per_example_gradients(
                 one, variables, values, x, y, state_mapping
             )
-            losses = losses / scale
-            grads = [ops.cast(g, "float32") / scale for g in grads]
+            losses = _unscaled(losses, scale)
+            grads = [_unscaled(ops.cast(g, "float32"), scale) for g in grads]
             squared = clipping.squared_norms(grads)
             factors = clipping.clip_factors(squared, self.l2_norm_clip, weights)
             summed = clipping.clipped_sum(grads, factors)
-        on_this_replica = self._noise_on_this_replica()
-        draws = [
-            keras.random.normal(v.shape, seed=self.seed_generator) * on_this_replica
-            for v in variables
-        ]
         stddev = self.noise_multiplier * self.l2_norm_clip
-        gradients = clipping.noisy_mean(summed, draws, stddev, self._normalizer_value())
+        gradients = clipping.noisy_mean(
+            summed, self._noise_draws(variables), stddev, self._normalizer_value()
+        )
         gradients = [
-            ops.cast(g * scale, v.dtype)
+            ops.cast(_scaled(g, scale), v.dtype)
             for g, v in zip(gradients, variables, strict=True)
         ]
         return gradients, losses, outputs, new_state
+
+    def _noise_draws(self, variables):
+        """Standard-normal draws of the variables' shapes, zeros on the
+        replicas that add no noise: one draw of their total size, split
+        (one random op and one seed update a step, however many
+        variables)."""
+        sizes = [math.prod(v.shape) for v in variables]
+        flat = keras.random.normal((sum(sizes),), seed=self.seed_generator)
+        on_this_replica = self._noise_on_this_replica()
+        if on_this_replica is not None:
+            flat = flat * on_this_replica
+        ends = list(itertools.accumulate(sizes))
+        return [
+            ops.reshape(flat[end - size : end], v.shape)
+            for end, size, v in zip(ends, sizes, variables, strict=True)
+        ]
 
     def _normalizer_value(self):
         if self._normalizer is None:
@@ -342,11 +365,13 @@ class DPTraining(WrappedModel):
                     f"({x.expected_batch_size}). Received: "
                     f"expected_batch_size={self.expected_batch_size}"
                 )
-            normalizer = x.expected_batch_size
+            self._set_normalizer(x.expected_batch_size)
             # Poisson batches are independent draws: shuffling their order
             # (fit's default, with Python's `random`) would only make a
             # seeded run irreproducible.
             kwargs.setdefault("shuffle", False)
+            if y is None and batch_size is None and _feeds_through_tf_data(x, kwargs):
+                return self._fit_tf_data(x, **kwargs)
         else:
             warnings.warn(
                 "DPTraining.fit on batches that are not `PoissonBatches`: the "
@@ -358,10 +383,35 @@ class DPTraining(WrappedModel):
             normalizer = self.expected_batch_size
             if normalizer is None and not _is_dataset(x):
                 normalizer = batch_size or _KERAS_DEFAULT_BATCH_SIZE
+            self._set_normalizer(normalizer)
+        return super().fit(x, y, batch_size=batch_size, **kwargs)
+
+    def _set_normalizer(self, normalizer):
         if normalizer != self._normalizer:
             self._normalizer = normalizer
             self.train_function = None  # traced again with the new constant
-        return super().fit(x, y, batch_size=batch_size, **kwargs)
+
+    def _fit_tf_data(
+        self, batches, epochs=1, initial_epoch=0, callbacks=None, **kwargs
+    ):
+        """`fit` on `batches.tf_dataset`: the same batches as the
+        `PyDataset` (TensorFlow reads those through a Python generator, a
+        few ms a batch), with the epoch counter advanced where Keras's
+        `fit` advances a `PyDataset`'s: once before the first epoch, then
+        after each."""
+        kwargs["shuffle"] = False  # a dataset: Keras warns of any other value
+        batches.on_epoch_end()
+        advance = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: batches.on_epoch_end()
+        )
+        return super().fit(
+            batches.tf_dataset(max(epochs - initial_epoch, 1)),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=len(batches),
+            callbacks=[advance, *(callbacks or [])],
+            **kwargs,
+        )
 
     # -- the steps -------------------------------------------------------------------
 
@@ -466,6 +516,15 @@ class DPTraining(WrappedModel):
         }
 
 
+def _scaled(value, scale):
+    """`value * scale`, or `value` where the optimizer scales no loss."""
+    return value if scale is None else value * scale
+
+
+def _unscaled(value, scale):
+    return value if scale is None else value / scale
+
+
 def _current_values(variables):
     """The values `variables` have in the current stateless scope (JAX)."""
     return [v.value for v in variables]
@@ -474,6 +533,22 @@ def _current_values(variables):
 def _scope_values(scope, variables, values):
     new = [scope.get_current_value(v) for v in variables]
     return [old if n is None else n for n, old in zip(new, values, strict=True)]
+
+
+def _feeds_through_tf_data(batches, fit_kwargs):
+    """Whether `fit` on these `PoissonBatches` can read them as
+    `batches.tf_dataset`: on TensorFlow, for the class's own batches (a
+    subclass's `__getitem__` may make others), in whole epochs and without
+    a `PyDataset`'s worker threads or processes."""
+    return (
+        keras.backend.backend() == "tensorflow"
+        and type(batches).__getitem__ is PoissonBatches.__getitem__
+        and type(batches).indices is PoissonBatches.indices
+        and fit_kwargs.get("steps_per_epoch") is None
+        and isinstance(fit_kwargs.get("callbacks"), (list, tuple, type(None)))
+        and batches.workers <= 1
+        and not batches.use_multiprocessing
+    )
 
 
 def _is_dataset(x):

@@ -479,3 +479,60 @@ def test_fit_refuses_what_would_mis_scale_the_step():
     uncompiled_loss.compile("sgd")
     with pytest.raises(ValueError, match="loss=None"):
         _fit_quietly(uncompiled_loss, X4, Y4, batch_size=2, epochs=1)
+
+
+# -- TensorFlow reads PoissonBatches through tf.data ---------------------------------
+
+
+class _ReadByKeras(PoissonBatches):
+    """The same batches, read through Keras's PyDataset path (a subclass's
+    own `__getitem__` keeps `fit` on it)."""
+
+    def __getitem__(self, index):
+        return super().__getitem__(index)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the tf.data feed is TF's")
+def test_fit_on_tf_data_trains_as_the_pydataset_path():
+    (x, y), _ = _digits(n=200)
+    runs = []
+    for kind in (PoissonBatches, _ReadByKeras):
+        model = _mlp()
+        private = DPTraining(model, noise_multiplier=0.0, l2_norm_clip=0.5, seed=0)
+        private.compile(
+            keras.optimizers.SGD(0.1),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        batches = kind(x, y, expected_batch_size=32, seed=3)
+        history = private.fit(batches, epochs=3, verbose=0)
+        runs.append((model.get_weights(), history.history, batches.epoch))
+    (fast, fast_logs, fast_epoch), (slow, slow_logs, slow_epoch) = runs
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(fast_logs[key], slow_logs[key], rtol=1e-5)
+    assert fast_epoch == slow_epoch == 4  # once before the first epoch, then each
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the tf.data feed is TF's")
+def test_fit_on_tf_data_stops_at_an_overflow_before_the_step():
+    import tensorflow as tf
+
+    (x, y), _ = _digits(n=200)
+    model = _mlp()
+    private = DPTraining(model, noise_multiplier=1.0, seed=0)
+    private.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [w.copy() for w in model.get_weights()]
+
+    def batches_of(seed):
+        return PoissonBatches(x, y, 100, max_batch_size=100, seed=seed)
+
+    # a seed whose first trained batch (epoch 1: fit advances the counter
+    # once before its first epoch) draws more than 100 of the 200
+    seed = next(s for s in range(50) if len(batches_of(s).indices(0, epoch=1)) > 100)
+    batches = batches_of(seed)
+    with pytest.raises(tf.errors.OpError, match="Pass a larger max_batch_size"):
+        private.fit(batches, epochs=1, verbose=0)
+    for a, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -276,3 +276,52 @@ def test_bad_steps_per_epoch_and_seed():
     assert str(error.value) == (
         "`seed` must be None or an integer >= 0. Received: seed=-3"
     )
+
+
+# -- tf_dataset: the same batches, read without Python a batch ----------------------
+
+
+def test_tf_dataset_yields_the_batches_of_indexing_epoch_by_epoch():
+    pytest.importorskip("tensorflow")
+    x = np.arange(1.0, 61.0, dtype="float32").reshape(20, 3)
+    y = np.arange(20) % 4
+    batches = PoissonBatches(x, y, expected_batch_size=5, seed=7)
+    served = list(batches.tf_dataset(epochs=2, first_epoch=3))
+    assert len(served) == 2 * len(batches)
+    expected = []
+    for epoch in (3, 4):
+        batches.epoch = epoch
+        expected.extend(batches[i] for i in range(len(batches)))
+    for got, want in zip(served, expected, strict=True):
+        _same([np.asarray(t) for t in got], want)
+        assert got[1].dtype == want[1].dtype
+    assert batches.epoch == 4  # reading the dataset left the counter alone
+
+
+def test_tf_dataset_starts_at_the_current_epoch():
+    pytest.importorskip("tensorflow")
+    x, y = _data()
+    batches = PoissonBatches(x, y, expected_batch_size=10, seed=1)
+    batches.on_epoch_end()
+    first = next(iter(batches.tf_dataset(epochs=1)))
+    _same([np.asarray(t) for t in first], batches[0])
+
+
+def test_tf_dataset_stops_on_an_overflow_with_the_message():
+    tf = pytest.importorskip("tensorflow")
+    x, y = _data()
+    batches = PoissonBatches(
+        x, y, expected_batch_size=10, max_batch_size=10, steps_per_epoch=20, seed=0
+    )
+    with pytest.raises(tf.errors.OpError, match="Pass a larger max_batch_size"):
+        list(batches.tf_dataset(epochs=1))
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [({"epochs": 0}, "epochs=0"), ({"epochs": 1, "first_epoch": -1}, "first_epoch=-1")],
+)
+def test_tf_dataset_bad_arguments(kwargs, named):
+    x, y = _data()
+    with pytest.raises(ValueError, match=named):
+        PoissonBatches(x, y, expected_batch_size=10).tf_dataset(**kwargs)
