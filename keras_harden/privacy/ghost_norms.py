@@ -11,7 +11,8 @@ outputs `g_i`: `(T, k)`) has the per-example kernel gradient
 (Li et al. 2022; Bu et al. 2023): `T^2 (d + k)` work instead of
 `T d k`, and no `d x k` tensor per example. With one position (`T = 1`,
 the usual MLP) it is `||a_i||^2 ||g_i||^2`. Whichever of the two forms
-is cheaper for the shapes is used. The bias gradient is `sum_t g_{i,t}`. A
+is cheaper for the shapes is used (on JAX, small kernels form `a_i^T g_i`
+by a broadcast, which XLA fuses). The bias gradient is `sum_t g_{i,t}`. A
 convolution is the same product on the patches of its input; an embedding
 lookup's table gradient puts `g_{i,t}` on row `id_{i,t}`, so its squared
 norm sums `<g_{i,t}, g_{i,s}>` over the pairs of positions with equal ids.
@@ -24,6 +25,12 @@ import math
 
 import keras
 from keras import ops
+
+# The largest kernel (inputs x outputs) whose per-example gradients JAX forms
+# by broadcasting (see `dense_squared_norms`): measured at batch 376 on 45
+# shapes, faster at every one up to 512, slower at some above (64 x 32 over
+# 64 positions: 1.4x slower).
+_XLA_BROADCAST_MAX_KERNEL = 512
 
 __all__ = [
     "conv_patches",
@@ -64,6 +71,13 @@ def dense_squared_norms(inputs, output_gradients, use_bias=True):
     positions, d, k = a.shape[1], a.shape[2], g.shape[2]
     if positions == 1:
         kernel = ops.sum(a * a, axis=(1, 2)) * ops.sum(g * g, axis=(1, 2))
+    elif keras.backend.backend() == "jax" and d * k <= _XLA_BROADCAST_MAX_KERNEL:
+        # XLA on a CPU multiplies many small matrices slowly: for small
+        # kernels the per-example gradient is faster as one fused
+        # broadcast-and-sum (0.16-0.8 of the batched product at 16-256
+        # positions); TensorFlow's batched product stays faster (3-20x).
+        per_example = ops.sum(a[:, :, :, None] * g[:, :, None, :], axis=1)
+        kernel = ops.sum(per_example * per_example, axis=(1, 2))
     elif positions is not None and positions * positions <= d * k:
         a_gram = ops.matmul(a, ops.transpose(a, (0, 2, 1)))
         g_gram = ops.matmul(g, ops.transpose(g, (0, 2, 1)))

@@ -56,6 +56,11 @@ class PoissonBatches(keras.utils.PyDataset):
     The draws use NumPy's PCG64 generator, which is not a cryptographic
     source: the guarantee assumes an attacker cannot predict them.
 
+    On TensorFlow, `DPTraining.fit` reads these batches as `tf_dataset`
+    (the same batches, gathered in `tf.data` rather than by a Python
+    generator), unless a subclass makes its own batches, `fit` is given
+    `steps_per_epoch`, or the dataset has worker threads or processes.
+
     Args:
         x: an array `(n, ...)` of inputs.
         y: an array `(n, ...)` of targets.

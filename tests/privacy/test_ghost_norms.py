@@ -103,6 +103,9 @@ def test_dense_two_positions_hand_worked():
         ((6,), 2, 3),  # T^2 = 36 > d k = 6: the per-example product
         ((2, 3), 4, 5),  # T = 6 positions over two axes: 36 > 20
         ((2, 2), 4, 5),  # T = 4 over two axes: 16 <= 20
+        # (on JAX every kernel above, d k <= 512, takes the broadcast form)
+        ((3,), 24, 24),  # d k = 576 > 512 on JAX too: T^2 = 9, the Gram form
+        ((30,), 24, 24),  # T^2 = 900 > 576: the per-example product
     ],
 )
 def test_dense_matches_brute_force(positions, d, k, use_bias):
