@@ -199,13 +199,15 @@ def epoch_runner(kind, mode, x, y, batch=256):
 def run_cost(args):
     (x, y), _ = digits()
     x, y = np.tile(x, (8, 1)), np.tile(y, 8)
-    modes = ("plain", "ghost", "vectorized", "plain_padded")
+    modes = tuple(args.modes.split(","))
+    if modes[0] != "plain":
+        raise SystemExit("--modes must start with plain (the ratios' baseline)")
     print(
         f"backend {keras.backend.backend()}; {len(x)} examples, expected batch 256, "
         f"padded to {PoissonBatches(x, y, 256).max_batch_size}; {args.rounds} rounds "
         "of one epoch per mode"
     )
-    for kind in ("mlp", "conv"):
+    for kind in args.models.split(","):
         xs = x if kind == "mlp" else x.reshape(-1, 8, 8, 1)
         runners = {mode: epoch_runner(kind, mode, xs, y) for mode in modes}
         for run in runners.values():  # the first epoch traces the step
@@ -283,6 +285,8 @@ def main():
     accuracy.add_argument("--seeds", default="10,11,12")
     cost = sub.add_parser("cost")
     cost.add_argument("--rounds", type=int, default=20)
+    cost.add_argument("--models", default="mlp,conv")
+    cost.add_argument("--modes", default="plain,ghost,vectorized,plain_padded")
     audit_ = sub.add_parser("audit")
     audit_.add_argument("--shadows", type=int, default=8)
     args = parser.parse_args()
