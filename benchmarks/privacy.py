@@ -19,7 +19,10 @@ same relu, Conv2D 32 3x3 stride 2 relu, Flatten, Dense 10) at expected batch
 256 on the digits tiled to 11,200 examples (44 steps an epoch): the step
 time of an epoch of a plain `fit` at batch 256, of DP with ghost norms and
 of DP vectorized (both on PoissonBatches padded to 376), and of a plain
-`fit` at batch 376 (the padded shape: the padding's share of the cost).
+`fit` at batch 376 (the padded shape: the padding's share of the cost),
+and (`plain_poisson`) of a plain `fit` on the PoissonBatches feed that
+`DPTraining.fit` reads (on TensorFlow `tf_dataset`, whose gathering in
+`tf.data` is cheaper than Keras's pipeline for arrays): the DP maths alone.
 Each mode keeps its model and traced step; a round is one epoch of each,
 back to back in a rotating order, and each ratio is against the plain
 epoch of the same round (the shared machine's speed drifts over seconds,
@@ -175,6 +178,22 @@ def epoch_runner(kind, mode, x, y, batch=256):
     calls, so every call after the first times the traced step."""
     model = mlp(0) if kind == "mlp" else conv_net(0)
     clock = _EpochTimes()
+    if mode == "plain_poisson":  # DPTraining's own feed, without the DP maths
+        model.compile(
+            keras.optimizers.Adam(1e-3), LOGITS, weighted_metrics=["accuracy"]
+        )
+        batches = PoissonBatches(x, y, batch, seed=0)
+
+        def epoch():
+            if keras.backend.backend() == "tensorflow":
+                data = batches.tf_dataset(epochs=1)
+                model.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[clock])
+                batches.on_epoch_end()
+            else:  # Keras advances a PyDataset's epochs itself
+                model.fit(batches, epochs=1, verbose=0, callbacks=[clock])
+            return clock.times[0] / len(batches) * 1e3
+
+        return epoch
     if mode.startswith("plain"):
         size = batch if mode == "plain" else PoissonBatches(x, y, batch).max_batch_size
         model.compile(keras.optimizers.Adam(1e-3), LOGITS, metrics=["accuracy"])
@@ -286,7 +305,9 @@ def main():
     cost = sub.add_parser("cost")
     cost.add_argument("--rounds", type=int, default=20)
     cost.add_argument("--models", default="mlp,conv")
-    cost.add_argument("--modes", default="plain,ghost,vectorized,plain_padded")
+    cost.add_argument(
+        "--modes", default="plain,ghost,vectorized,plain_padded,plain_poisson"
+    )
     audit_ = sub.add_parser("audit")
     audit_.add_argument("--shadows", type=int, default=8)
     args = parser.parse_args()
