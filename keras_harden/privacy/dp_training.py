@@ -543,7 +543,6 @@ def _feeds_through_tf_data(batches, fit_kwargs):
     return (
         keras.backend.backend() == "tensorflow"
         and type(batches).__getitem__ is PoissonBatches.__getitem__
-        and type(batches).indices is PoissonBatches.indices
         and fit_kwargs.get("steps_per_epoch") is None
         and isinstance(fit_kwargs.get("callbacks"), (list, tuple, type(None)))
         and batches.workers <= 1

@@ -181,7 +181,7 @@ class PoissonBatches(keras.utils.PyDataset):
         indexing gives (TensorFlow only).
 
         Keras's `fit` reads a `PyDataset` through a Python generator inside
-        `tf.data`, about 2-3 ms a batch on a CPU, more than a small model's
+        `tf.data`, 2-4 ms a batch on a 2-core CPU, more than a small model's
         step. Here Python draws the indices once an epoch; the gathering,
         padding and masking run in `tf.data`. `x` and `y` are copied into
         TensorFlow tensors once. A draw larger than `max_batch_size` stops
