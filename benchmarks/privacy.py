@@ -40,7 +40,7 @@ step at most 2x a plain step; audit AUC >= 0.6 on the overfit model and
 
     .venv/bin/python benchmarks/privacy.py accuracy --seeds 10,11,12
     .venv/bin/python benchmarks/privacy.py cost --rounds 20
-    .venv/bin/python benchmarks/privacy.py audit --shadows 8
+    .venv/bin/python benchmarks/privacy.py audit --shadows 8 --seeds 0,1,2
 """
 
 import argparse
@@ -265,28 +265,36 @@ def private_mlp(x, y, seed):
 def run_audit(args):
     (x, y), (xt, yt) = digits()
     members, non_members = (x[:300], y[:300]), (xt[:300], yt[:300])
+    seeds = [int(s) for s in args.seeds.split(",")]
     for name, train in (
         ("overfit, no DP", overfit_mlp),
         ("DP-SGD, epsilon 1", private_mlp),
     ):
-        start = time.perf_counter()
-        target = train(*members, seed=0)
-        report = audit(
-            target,
-            members,
-            non_members,
-            attacks=("loss", "lira"),
-            train_fn=train,
-            shadow_models=args.shadows,
-            from_logits=True,
-            seed=0,
-        )
-        seconds = time.perf_counter() - start
-        print(
-            f"{name}: train accuracy {accuracy_of(target, *members):.3f}, test "
-            f"{accuracy_of(target, *non_members):.3f} ({seconds:.0f} s)"
-        )
-        print(report.to_markdown())
+        aucs = {}
+        for seed in seeds:
+            start = time.perf_counter()
+            target = train(*members, seed=seed)
+            report = audit(
+                target,
+                members,
+                non_members,
+                attacks=("loss", "lira"),
+                train_fn=train,
+                shadow_models=args.shadows,
+                from_logits=True,
+                seed=seed,
+            )
+            seconds = time.perf_counter() - start
+            print(
+                f"{name}, seed {seed}: train accuracy "
+                f"{accuracy_of(target, *members):.3f}, test "
+                f"{accuracy_of(target, *non_members):.3f} ({seconds:.0f} s)"
+            )
+            print(report.to_markdown())
+            for attack, auc in report.auc.items():
+                aucs.setdefault(attack, []).append(auc)
+        for attack, values in aucs.items():
+            print(f"{name}: {attack} AUC over seeds {seeds}: {summary(values)}")
 
 
 def summary(values, digits_=3):
@@ -310,6 +318,7 @@ def main():
     )
     audit_ = sub.add_parser("audit")
     audit_.add_argument("--shadows", type=int, default=8)
+    audit_.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args()
     {"accuracy": run_accuracy, "cost": run_cost, "audit": run_audit}[args.section](args)
 
