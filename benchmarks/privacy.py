@@ -22,7 +22,8 @@ of DP vectorized (both on PoissonBatches padded to 376), and of a plain
 `fit` at batch 376 (the padded shape: the padding's share of the cost),
 and (`plain_poisson`) of a plain `fit` on the PoissonBatches feed that
 `DPTraining.fit` reads (on TensorFlow `tf_dataset`, whose gathering in
-`tf.data` is cheaper than Keras's pipeline for arrays): the DP maths alone.
+`tf.data` is cheaper than Keras's pipeline for arrays): the feed's share,
+so that the ghost step over it is the DP maths'.
 Each mode keeps its model and traced step; a round is one epoch of each,
 back to back in a rotating order, and each ratio is against the plain
 epoch of the same round (the shared machine's speed drifts over seconds,
@@ -32,7 +33,8 @@ so ratios within a round vary far less than times across rounds).
 shadow models trained like the target) on a 256-unit ReLU MLP fit to 300
 training digits for 300 passes (Adam 1e-2, batch 32) against 300 held-out
 digits, and on the same MLP trained by DP-SGD at epsilon 1 (full batches,
-80 steps, clip 0.3, Adam 3e-2).
+80 steps, clip 0.3, Adam 3e-2), for each of `--seeds` (the target's and the
+shadows' seed).
 
 The targets: accuracy >= 0.92 at epsilon 8, 0.86 at 3 and 0.70 at 1; a DP
 step at most 2x a plain step; audit AUC >= 0.6 on the overfit model and
