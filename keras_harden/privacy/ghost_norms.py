@@ -11,8 +11,8 @@ outputs `g_i`: `(T, k)`) has the per-example kernel gradient
 (Li et al. 2022; Bu et al. 2023): `T^2 (d + k)` work instead of
 `T d k`, and no `d x k` tensor per example. With one position (`T = 1`,
 the usual MLP) it is `||a_i||^2 ||g_i||^2`. Whichever of the two forms
-is cheaper for the shapes is used (on JAX, small kernels form `a_i^T g_i`
-by a broadcast, which XLA fuses). The bias gradient is `sum_t g_{i,t}`. A
+is cheaper for the shapes is used (on JAX on a CPU, small kernels form
+`a_i^T g_i` by a broadcast, which XLA fuses). The bias gradient is `sum_t g_{i,t}`. A
 convolution is the same product on the patches of its input; an embedding
 lookup's table gradient puts `g_{i,t}` on row `id_{i,t}`, so its squared
 norm sums `<g_{i,t}, g_{i,s}>` over the pairs of positions with equal ids.
@@ -26,8 +26,8 @@ import math
 import keras
 from keras import ops
 
-# The largest kernel (inputs x outputs) whose per-example gradients JAX forms
-# by broadcasting (see `dense_squared_norms`): measured at batch 376 on 45
+# The largest kernel (inputs x outputs) whose per-example gradients JAX on a
+# CPU forms by broadcasting (see `dense_squared_norms`): measured at batch 376 on 45
 # shapes, faster at every one up to 512, slower at some above (64 x 32 over
 # 64 positions: 1.4x slower).
 _XLA_BROADCAST_MAX_KERNEL = 512
@@ -71,7 +71,7 @@ def dense_squared_norms(inputs, output_gradients, use_bias=True):
     positions, d, k = a.shape[1], a.shape[2], g.shape[2]
     if positions == 1:
         kernel = ops.sum(a * a, axis=(1, 2)) * ops.sum(g * g, axis=(1, 2))
-    elif keras.backend.backend() == "jax" and d * k <= _XLA_BROADCAST_MAX_KERNEL:
+    elif d * k <= _XLA_BROADCAST_MAX_KERNEL and _on_xla_cpu():
         # XLA on a CPU multiplies many small matrices slowly: for small
         # kernels the per-example gradient is faster as one fused
         # broadcast-and-sum (0.16-0.8 of the batched product at 16-256
@@ -89,6 +89,16 @@ def dense_squared_norms(inputs, output_gradients, use_bias=True):
         return kernel
     bias = ops.sum(g, axis=1)
     return kernel + ops.sum(bias * bias, axis=1)
+
+
+def _on_xla_cpu():
+    """Whether the step runs on JAX on a CPU (where the broadcast form was
+    measured; on accelerators XLA's batched products were not)."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu"
 
 
 def conv_patches(inputs, kernel_size, strides, padding, dilation_rate):

@@ -493,8 +493,16 @@ class _ReadByKeras(PoissonBatches):
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="the tf.data feed is TF's")
-def test_fit_on_tf_data_trains_as_the_pydataset_path():
+def test_fit_on_tf_data_trains_as_the_pydataset_path(monkeypatch):
     (x, y), _ = _digits(n=200)
+    read_as_tf_data = []
+    tf_dataset = PoissonBatches.tf_dataset
+
+    def spy(self, *args, **kwargs):
+        read_as_tf_data.append(type(self))
+        return tf_dataset(self, *args, **kwargs)
+
+    monkeypatch.setattr(PoissonBatches, "tf_dataset", spy)
     runs = []
     for kind in (PoissonBatches, _ReadByKeras):
         model = _mlp()
@@ -513,6 +521,7 @@ def test_fit_on_tf_data_trains_as_the_pydataset_path():
     for key in ("loss", "accuracy"):
         np.testing.assert_allclose(fast_logs[key], slow_logs[key], rtol=1e-5)
     assert fast_epoch == slow_epoch == 4  # once before the first epoch, then each
+    assert read_as_tf_data == [PoissonBatches]  # the subclass went through Keras
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="the tf.data feed is TF's")
